@@ -1,0 +1,1 @@
+"""The `analytics` command: one entry point with a subcommand per part of the pipeline."""

@@ -1,0 +1,47 @@
+"""`analytics` console command."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from generator.cli import generate
+from stack.cli import app as stack_app
+
+app = typer.Typer(
+    help="Analytics pipeline: local stack, traffic generator and (in later releases) collector, loader, API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local Kafka and Redis.")
+app.command("generate")(generate)
+
+
+@app.command("schema")
+def schema(
+    what: Annotated[
+        str, typer.Argument(help="proto: the Kafka schema; duckdb or bigquery: the raw events table DDL.")
+    ] = "proto",
+) -> None:
+    """Print the schemas derived from the canonical event model."""
+    from analytics_core.events import warehouse_ddl
+    from analytics_core.serde import proto_schema_text
+
+    dialects: dict[str, Literal["duckdb", "bigquery"]] = {"duckdb": "duckdb", "bigquery": "bigquery"}
+    if what == "proto":
+        typer.echo(proto_schema_text(), nl=False)
+    elif what in dialects:
+        typer.echo(warehouse_ddl("raw_events", dialects[what]) + ";")
+    else:
+        typer.secho(f"unknown schema '{what}': choose proto, duckdb or bigquery", fg="red", err=True)
+        raise typer.Exit(2)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (ANALYTICS_* environment and .env) as KEY=value lines."""
+    from analytics_core.settings import get_settings
+
+    for key, value in get_settings().model_dump().items():
+        typer.echo(f"ANALYTICS_{key.upper()}={value if value is not None else ''}")

@@ -1,0 +1,1 @@
+"""Shared code every deployable imports: settings, the canonical event model, topic names, clients."""

@@ -1,0 +1,78 @@
+"""The one settings object, read from ANALYTICS_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "analytics-pipeline"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; every service builds it once through get_settings()."""
+
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", env_file=".env", extra="ignore")
+
+    # Kafka: point kafka_bootstrap at an existing cluster and set stack_kafka=false to use it.
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_controller_port: int = 19093
+    kafka_version: str = "4.1.1"
+    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_heap: str = "1g"
+    topic_prefix: str = Field(default="", description="prepended to every topic name; tests isolate runs with it")
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible registry; unset: schemas live in the registry topic"
+    )
+
+    # Redis: point redis_url at an existing server and set stack_redis=false to use it.
+    redis_url: str = "redis://127.0.0.1:16379/0"
+
+    # What `analytics stack up` starts itself.
+    stack_kafka: bool = True
+    stack_redis: bool = True
+
+    # Where state lives: one git-ignored folder for data, logs and pids; jars in a user cache.
+    state_dir: Path = Path(".state")
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    warehouse_path: Path = Path(".state/warehouse")
+    min_free_disk_mb: int = 1024
+
+    # Ports of the services later issues add; kept here so one file documents every port.
+    collector_port: int = 8080
+    api_port: int = 8000
+    dagster_port: int = 3000
+
+    # External programs, overridable when they are not on PATH.
+    java_bin: str = "java"
+    mvn_bin: str = "mvn"
+    redis_server_bin: str = "redis-server"
+
+    @field_validator("state_dir", "cache_dir", "warehouse_path", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        return urlparse(self.redis_url).port or 6379
+
+    @property
+    def redis_host(self) -> str:
+        return urlparse(self.redis_url).hostname or "127.0.0.1"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
