@@ -1,0 +1,1 @@
+"""Synthetic traffic for the pipeline: deterministic events, known ground truth, Kafka or HTTP delivery."""
