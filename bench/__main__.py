@@ -1,0 +1,50 @@
+"""`python -m bench [--scale small|large] [--only NAME...]`: run the benchmarks and record the results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import cast
+
+from rich.console import Console
+
+from analytics_core.settings import get_settings
+from bench import bench_codec, bench_kafka
+from bench.harness import Benchmark, Scale, results_table, run_benchmarks, write_results
+
+# In run order: the raw Kafka figures come first because later benchmarks use them as baselines.
+BENCHMARKS: list[tuple[str, Benchmark]] = [
+    ("kafka", bench_kafka.run),
+    ("codec", bench_codec.run),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--scale", choices=("small", "large"), default="small")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[name for name, _ in BENCHMARKS],
+        help="run only these benchmarks",
+    )
+    args = parser.parse_args(argv)
+    selected = [(name, fn) for name, fn in BENCHMARKS if not args.only or name in args.only]
+    # Piped output (make, CI logs) would otherwise be cut to 80 columns and truncate the names.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    settings = get_settings()
+    console.print(f"bench: scale={args.scale}, kafka={settings.kafka_bootstrap}")
+    run = run_benchmarks(selected, settings, cast(Scale, args.scale), console)
+    path = write_results(run, settings)
+    console.print(results_table(run.records))
+    console.print(f"results: {path}")
+    if run.failures:
+        failed = ", ".join(f["benchmark"] for f in run.failures)
+        console.print(f"[red]{len(run.failures)} benchmark(s) failed: {failed}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
