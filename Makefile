@@ -1,0 +1,58 @@
+# The two commands: `make demo` and `make test`. Everything else is a step they use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps stack down demo test test-fast lint bench clean
+
+help:
+	@echo "make demo       set up everything, start Kafka and Redis, generate history and live traffic"
+	@echo "make test       set up what tests need and run the whole suite (lint included)"
+	@echo "make test-fast  the suite without the slow end-to-end tests"
+	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
+	@echo "make lint       ruff, ruff format --check, mypy"
+	@echo "make down       stop the local Kafka and Redis"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+stack: venv system-deps
+	$(BIN)/analytics stack up
+
+down: venv
+	$(BIN)/analytics stack down
+
+demo: stack
+	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
+	$(BIN)/analytics stack status
+	$(BIN)/analytics generate --to kafka --rate 200 --duration 30 --seed 8
+	@echo
+	@echo "Kafka and Redis keep running; stop them with: make down"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy analytics_core analytics_cli stack generator bench
+
+test: venv system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: venv system-deps
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: stack
+	$(BIN)/python -m bench
+
+clean: down
+	rm -rf .state

@@ -1,0 +1,1 @@
+"""Dagster code location: loader and dbt assets, schedules, backfill and replay jobs."""

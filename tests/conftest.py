@@ -1,0 +1,62 @@
+"""Session fixtures: the real Kafka and Redis stack, started once (or reused), and per-run isolation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from analytics_core.clients import kafka_admin, redis_client
+from analytics_core.settings import Settings, get_settings
+from analytics_core.topics import Topics, ensure_topics
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings of a healthy local stack; started here when not running, and stopped again after."""
+    from stack import manager
+
+    settings = get_settings()
+    started = False
+    if not manager.is_healthy(settings):
+        manager.up(settings)
+        started = True
+    yield settings
+    if started:
+        manager.down(settings)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(stack_settings: Settings, run_id: str) -> Iterator[Settings]:
+    """Settings whose topics carry a prefix unique to this test session; topics created, then deleted."""
+    settings = stack_settings.model_copy(update={"topic_prefix": f"test.{run_id}."})
+    ensure_topics(settings)
+    yield settings
+    admin = kafka_admin(settings)  # keep a reference: futures fail if the client is collected
+    futures = admin.delete_topics(list(Topics.from_settings(settings).all()), operation_timeout=30)
+    for future in futures.values():
+        future.result()
+
+
+@pytest.fixture()
+def redis_conn(stack_settings: Settings) -> Iterator[redis.Redis]:
+    conn = redis_client(stack_settings)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture()
+def redis_prefix(redis_conn: redis.Redis) -> Iterator[str]:
+    """A key prefix unique to one test; its keys are removed afterwards (never FLUSHDB a shared Redis)."""
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    keys = list(redis_conn.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        redis_conn.delete(*keys)
