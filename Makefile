@@ -35,10 +35,11 @@ down: venv
 
 demo: stack
 	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
-	$(BIN)/analytics stack status
 	$(BIN)/analytics generate --to kafka --rate 200 --duration 30 --seed 8
 	@echo
-	@echo "Kafka and Redis keep running; stop them with: make down"
+	@$(BIN)/analytics stack status
+	@echo "Events are on the topics tracking.events and tracking.events_dlq (schema in registry.schemas);"
+	@echo "ground truth of each run in .state/truth/<seed>.json. Kafka and Redis keep running: make down stops them."
 
 lint: venv
 	$(BIN)/ruff check .
