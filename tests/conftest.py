@@ -39,6 +39,21 @@ def kafka_settings(stack_settings: Settings, run_id: str) -> Iterator[Settings]:
     settings = stack_settings.model_copy(update={"topic_prefix": f"test.{run_id}."})
     ensure_topics(settings)
     yield settings
+    delete_topics(settings)
+
+
+@pytest.fixture()
+def own_topics(kafka_settings: Settings) -> Iterator[Settings]:
+    """Topics of one test alone, for tests that read a whole topic and must not see other tests' records."""
+    settings = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:8]}."}
+    )
+    ensure_topics(settings)
+    yield settings
+    delete_topics(settings)
+
+
+def delete_topics(settings: Settings) -> None:
     admin = kafka_admin(settings)  # keep a reference: futures fail if the client is collected
     futures = admin.delete_topics(list(Topics.from_settings(settings).all()), operation_timeout=30)
     for future in futures.values():

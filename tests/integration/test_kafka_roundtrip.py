@@ -43,18 +43,18 @@ def test_topics_exist_with_the_configured_partitions(kafka_settings: Settings) -
     assert len(meta[topics.schemas].partitions) == 1
 
 
-def test_events_round_trip_through_kafka(kafka_settings: Settings) -> None:
-    topic = Topics.from_settings(kafka_settings).events
-    serialize = EventSerializer(register_event_schema(kafka_settings))
+def test_events_round_trip_through_kafka(own_topics: Settings) -> None:
+    topic = Topics.from_settings(own_topics).events
+    serialize = EventSerializer(register_event_schema(own_topics))
     sent = []
-    producer = kafka_producer(kafka_settings)
+    producer = kafka_producer(own_topics)
     for i in range(500):
         event = valid_event() | {"event_id": f"rt-{i}", "user_id": f"u-{i % 7}", "revenue": i * 0.5}
         sent.append(event)
         producer.produce(topic, key=f"{event['tenant_id']}:{event['user_id']}", value=serialize(event))
     assert producer.flush(30) == 0
 
-    records = consume_all(kafka_settings, topic, len(sent))
+    records = consume_all(own_topics, topic, len(sent))
     decode = EventDeserializer({serialize.schema_id})
     received = {r.key().decode(): [] for r in records}
     for r in records:
@@ -71,21 +71,21 @@ def test_events_round_trip_through_kafka(kafka_settings: Settings) -> None:
         assert ids == sorted(ids)
 
 
-def test_committed_offsets_resume_where_the_group_stopped(kafka_settings: Settings) -> None:
-    topic = Topics.from_settings(kafka_settings).events_dlq
-    producer = kafka_producer(kafka_settings)
+def test_committed_offsets_resume_where_the_group_stopped(own_topics: Settings) -> None:
+    topic = Topics.from_settings(own_topics).events_dlq
+    producer = kafka_producer(own_topics)
     for i in range(20):
         producer.produce(topic, key="k", value=f"v{i}".encode())
     assert producer.flush(30) == 0
     group = f"test.{uuid.uuid4().hex}"
-    first = kafka_consumer(kafka_settings, group)
+    first = kafka_consumer(own_topics, group)
     first.subscribe([topic])
     seen = []
     while len(seen) < 10:
         seen += [m for m in first.consume(num_messages=10 - len(seen), timeout=1.0) if m.error() is None]
     first.commit(asynchronous=False)
     first.close()
-    second = kafka_consumer(kafka_settings, group)
+    second = kafka_consumer(own_topics, group)
     second.subscribe([topic])
     rest = []
     while len(rest) < 10:
