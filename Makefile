@@ -44,7 +44,7 @@ demo: stack
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy analytics_core analytics_cli stack generator bench
+	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry bench
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -6,16 +6,22 @@ from typing import Annotated, Literal
 
 import typer
 
+from collector.cli import serve_collector
 from generator.cli import generate
+from schema_registry.cli import serve_registry
 from stack.cli import app as stack_app
+from tenants.cli import app as tenants_app
 
 app = typer.Typer(
-    help="Analytics pipeline: local stack, traffic generator and (in later releases) collector, loader, API.",
+    help="Analytics pipeline: local stack, tenants, event collector, schema registry and traffic generator.",
     no_args_is_help=True,
     add_completion=False,
 )
 app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local Kafka and Redis.")
+app.add_typer(tenants_app, name="tenants", help="Create tenants, list them, rotate their keys, change their settings.")
 app.command("generate")(generate)
+app.command("collector")(serve_collector)
+app.command("registry")(serve_registry)
 
 
 @app.command("schema")

@@ -42,10 +42,18 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     warehouse_path: Path = Path(".state/warehouse")
+    tenants_db: Path = Path(".state/tenants.sqlite")
     min_free_disk_mb: int = 1024
 
     # Ports of the services later issues add; kept here so one file documents every port.
     collector_port: int = 8080
+    collector_workers: int = Field(default=1, ge=1)
+    # Segment's limits: 32 KB an event, 500 KB a batch (checked after decompression too).
+    collector_max_event_bytes: int = Field(default=32 * 1024, ge=1024)
+    collector_max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
+    collector_dedupe_window_s: int = Field(default=24 * 3600, ge=1)
+    collector_kafka_timeout_s: float = Field(default=10.0, gt=0)
+    collector_retry_after_s: int = Field(default=5, ge=1)
     api_port: int = 8000
     dagster_port: int = 3000
 
@@ -54,7 +62,7 @@ class Settings(BaseSettings):
     mvn_bin: str = "mvn"
     redis_server_bin: str = "redis-server"
 
-    @field_validator("state_dir", "cache_dir", "warehouse_path", mode="after")
+    @field_validator("state_dir", "cache_dir", "warehouse_path", "tenants_db", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()

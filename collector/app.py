@@ -1,0 +1,122 @@
+"""The collector's FastAPI app: Segment tracking API, PostHog /batch/, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from analytics_core.clients import kafka_admin
+from analytics_core.settings import Settings
+from collector import adapters
+from collector.body import BodyError, parse_json, read_body
+from collector.ingest import Adapter, IngestError, prepare, produce
+from collector.state import CollectorState
+
+log = logging.getLogger("collector")
+SUCCESS: dict[str, object] = {"code": 200, "status": 1, "error": None, "results": {}}
+SEGMENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A collector app; clients are built at startup (lifespan), not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.collector = await run_in_threadpool(CollectorState.build, settings)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.state.collector.close)
+
+    app = FastAPI(
+        title="analytics collector",
+        summary="Segment- and PostHog-compatible event ingestion into Kafka.",
+        lifespan=lifespan,
+    )
+
+    async def handle(request: Request, adapter: Adapter) -> Response:
+        state: CollectorState = request.app.state.collector
+        try:
+            body = await read_body(
+                request.stream(), request.headers.get("content-encoding"), settings.collector_max_batch_bytes
+            )
+            document = parse_json(body)
+            peer = request.client.host if request.client else None
+            prepared = await run_in_threadpool(
+                prepare, state, document, adapter, request.headers.get("authorization"), peer
+            )
+            await produce(state, prepared)
+        except BodyError as exc:
+            return _error(state, exc.status, str(exc))
+        except IngestError as exc:
+            return _error(state, exc.status, exc.message, exc.retry_after)
+        return JSONResponse(SUCCESS)
+
+    @app.post("/v1/batch", tags=["segment"], summary="A batch of Segment messages.")
+    async def segment_batch(request: Request) -> Response:
+        return await handle(request, adapters.segment_batch)
+
+    for message_type in SEGMENT_TYPES:
+        app.add_api_route(
+            f"/v1/{message_type}",
+            _single_route(handle, message_type),
+            methods=["POST"],
+            tags=["segment"],
+            summary=f"One Segment {message_type} message.",
+        )
+
+    @app.post("/batch/", tags=["posthog"], summary="A PostHog capture batch.")
+    async def posthog_batch(request: Request) -> Response:
+        return await handle(request, adapters.posthog_batch)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Kafka is reachable, so events can be accepted.")
+    async def readyz() -> Response:
+        try:
+            await asyncio.wait_for(run_in_threadpool(_kafka_reachable, settings), 5.0)
+        except Exception as exc:  # any failure means not ready; the reason goes into the answer
+            return JSONResponse({"status": "unavailable", "kafka": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.")
+    async def metrics(request: Request) -> Response:
+        state: CollectorState = request.app.state.collector
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+Handler = Callable[[Request, Adapter], Awaitable[Response]]
+
+
+def _single_route(handle: Handler, message_type: str) -> Callable[[Request], Awaitable[Response]]:
+    adapter = partial(adapters.segment_single, message_type)
+
+    async def route(request: Request) -> Response:
+        return await handle(request, adapter)
+
+    return route
+
+
+def _kafka_reachable(settings: Settings) -> None:
+    kafka_admin(settings).list_topics(timeout=4.0)
+
+
+def _error(state: CollectorState, status: int, message: str, retry_after: int | None = None) -> Response:
+    state.metrics.rejected.labels(str(status)).inc()
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if status >= 500:
+        log.warning("answered %s: %s", status, message)
+    body = {"code": status, "status": 0, "error": message, "results": {}}
+    return JSONResponse(body, status_code=status, headers=headers)

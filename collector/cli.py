@@ -1,0 +1,32 @@
+"""`analytics collector`: run the ingest API with uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from analytics_core.settings import get_settings
+
+
+def serve_collector(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port. Default: ANALYTICS_COLLECTOR_PORT (8080).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes. Default: ANALYTICS_COLLECTOR_WORKERS.", min=1)
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the event collector (Segment /v1/*, PostHog /batch/, /healthz, /readyz, /metrics)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "collector.main:build_app",
+        factory=True,
+        host=host,
+        port=port or settings.collector_port,
+        workers=workers or settings.collector_workers,
+        log_level=log_level,
+        access_log=False,
+    )

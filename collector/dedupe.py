@@ -1,0 +1,38 @@
+"""Drops SDK retries: an event id seen within the window is a duplicate (SET NX with a TTL in Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from collector.keys import dedupe_key
+
+
+class Deduplicator:
+    """Claims event ids in one pipeline; a claim is released if the batch does not reach Kafka."""
+
+    def __init__(self, client: redis.Redis, window_seconds: int) -> None:
+        self._redis = client
+        self._window = window_seconds
+
+    def claim(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """(events seen for the first time, keys claimed for them). Raises redis.RedisError when Redis is down."""
+        keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, 1, nx=True, ex=self._window)
+            claimed = pipe.execute()
+        fresh, fresh_keys, seen_in_batch = [], [], set()
+        for event, key, ok in zip(events, keys, claimed, strict=True):
+            # A batch can carry the same id twice; only the first is new.
+            if ok and key not in seen_in_batch:
+                fresh.append(event)
+                fresh_keys.append(key)
+                seen_in_batch.add(key)
+        return fresh, fresh_keys
+
+    def release(self, keys: list[str]) -> None:
+        """Forget claims whose events were not acknowledged by Kafka, so the SDK's retry is accepted."""
+        if keys:
+            self._redis.delete(*keys)

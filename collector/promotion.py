@@ -1,0 +1,93 @@
+"""Promoted columns: values copied out of properties and context into canonical event fields."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+from collector.adapters import EXPERIMENT
+from collector.validation import Rejected
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def page(msg: dict[str, Any], props: dict[str, Any], context: dict[str, Any]) -> str | None:
+    """context.page.path, else properties.path, else the path of properties.url / context.page.url, else name."""
+    ctx_page = context.get("page")
+    ctx_page = ctx_page if isinstance(ctx_page, dict) else {}
+    path = _text(ctx_page.get("path")) or _text(props.get("path"))
+    if path is not None:
+        return path
+    url = _text(props.get("url")) or _text(ctx_page.get("url"))
+    if url is not None:
+        try:
+            path = urlsplit(url).path or None
+        except ValueError:  # e.g. an unclosed IPv6 bracket: not worth a dead letter
+            path = None
+        if path is not None:
+            return path
+    return _text(msg.get("name"))
+
+
+def revenue(props: dict[str, Any]) -> float | None:
+    """properties.revenue, else properties.total, when it is a number; NaN/infinity are rejected."""
+    value = props.get("revenue")
+    key = "revenue"
+    if value is None:
+        value, key = props.get("total"), "total"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Rejected("schema_violation", f"properties.{key}", "must be a finite number")
+    return float(value)
+
+
+def currency(props: dict[str, Any]) -> str | None:
+    value = props.get("currency")
+    return value.upper() if isinstance(value, str) and value else None
+
+
+def experiment(msg: dict[str, Any], props: dict[str, Any]) -> tuple[str | None, str | None]:
+    """properties.experiment_key/_variant, else a PostHog $feature/<flag> variant found by the adapter."""
+    key = _text(props.get("experiment_key"))
+    if key is not None:
+        return key, _text(props.get("experiment_variant"))
+    flag = msg.get(EXPERIMENT)
+    return flag if isinstance(flag, tuple) else (None, None)
+
+
+def library(context: dict[str, Any]) -> str | None:
+    """'name/version' of context.library (version may be empty, as the generator writes it)."""
+    lib = context.get("library")
+    if not isinstance(lib, dict):
+        return None
+    name = _text(lib.get("name"))
+    if name is None:
+        return None
+    version = lib.get("version")
+    return f"{name}/{version if isinstance(version, str | int | float) and not isinstance(version, bool) else ''}"
+
+
+def ip(context: dict[str, Any], connection_ip: str | None) -> str | None:
+    return _text(context.get("ip")) or connection_ip
+
+
+def user_agent(context: dict[str, Any]) -> str | None:
+    return _text(context.get("userAgent"))
+
+
+def stored_properties(mtype: str, msg: dict[str, Any], props: dict[str, Any], traits: dict[str, Any]) -> dict[str, Any]:
+    """What `properties` holds per message type: identify/group/alias keep their own fields, nested."""
+    if mtype == "identify":
+        return {"traits": traits}
+    if mtype == "group":
+        return {"group_id": str(msg.get("groupId")), "traits": traits}
+    if mtype == "alias":
+        return {"previous_id": str(msg.get("previousId"))}
+    name = _text(msg.get("name"))
+    if name is not None and mtype in ("page", "screen") and "name" not in props:
+        return {**props, "name": name}
+    return props

@@ -1,0 +1,50 @@
+"""Reading topics back in integration tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from analytics_core.clients import kafka_consumer
+from analytics_core.deadletter import DeadLetter
+from analytics_core.registry import TopicSchemaStore
+from analytics_core.serde import EventDeserializer
+from analytics_core.settings import Settings
+from analytics_core.topics import EVENTS_SUBJECT, Topics
+
+
+def read_events(
+    settings: Settings, keep: Callable[[dict[str, Any]], bool], expected: int, timeout: float = 20.0
+) -> list:
+    """Decoded events from tracking.events that `keep` selects, once `expected` of them arrived (or timeout)."""
+    decode = EventDeserializer(TopicSchemaStore(settings).ids_for(EVENTS_SUBJECT))
+    return _read(settings, Topics.from_settings(settings).events, lambda v: decode(v), keep, expected, timeout)
+
+
+def read_dead_letters(
+    settings: Settings, keep: Callable[[DeadLetter], bool], expected: int, timeout: float = 20.0
+) -> list:
+    return _read(settings, Topics.from_settings(settings).events_dlq, DeadLetter.from_json, keep, expected, timeout)
+
+
+def _read(settings: Settings, topic: str, decode: Callable, keep: Callable, expected: int, timeout: float) -> list:
+    consumer = kafka_consumer(settings, f"test.{uuid.uuid4().hex}")
+    consumer.subscribe([topic])
+    found: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error() is None:
+                    value = decode(msg.value())
+                    if keep(value):
+                        found.append(value)
+        # A little longer, so a test that expects N also notices an N+1st (a duplicate, say).
+        for msg in consumer.consume(num_messages=1000, timeout=1.0):
+            if msg.error() is None and keep(value := decode(msg.value())):
+                found.append(value)
+    finally:
+        consumer.close()
+    return found
