@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps stack down demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       set up everything, start Kafka and Redis, generate history and live traffic"
+	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, history and live traffic"
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
 	@echo "make lint       ruff, ruff format --check, mypy"
-	@echo "make down       stop the local Kafka and Redis"
+	@echo "make down       stop the collector and the local Kafka and Redis"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
@@ -31,15 +31,21 @@ stack: venv system-deps
 	$(BIN)/analytics stack up
 
 down: venv
+	@bash scripts/collector.sh stop
 	$(BIN)/analytics stack down
 
 demo: stack
+	@for t in 1 2 3; do \
+	  $(BIN)/analytics tenants create tenant_$$t --write-key tenant_$$t --read-key demo_read_tenant_$$t --if-missing; \
+	done
 	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
-	$(BIN)/analytics generate --to kafka --rate 200 --duration 30 --seed 8
+	@bash scripts/collector.sh start
+	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed 8
 	@echo
 	@$(BIN)/analytics stack status
-	@echo "Events are on the topics tracking.events and tracking.events_dlq (schema in registry.schemas);"
-	@echo "ground truth of each run in .state/truth/<seed>.json. Kafka and Redis keep running: make down stops them."
+	@echo "collector: http://127.0.0.1:8080 (Segment /v1/batch, PostHog /batch/; API docs at /docs), log in .state/logs/collector.log"
+	@echo "tenants tenant_1..3: write key = tenant id; events on tracking.events, dead letters on tracking.events_dlq;"
+	@echo "ground truth of each generator run in .state/truth/<seed>.json. Everything keeps running: make down stops it."
 
 lint: venv
 	$(BIN)/ruff check .

@@ -30,7 +30,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.collector = await run_in_threadpool(CollectorState.build, settings)
+        state = await run_in_threadpool(CollectorState.build, settings)
+        app.state.collector = state
+        log.info(
+            "collector ready",
+            extra={
+                "kafka": settings.kafka_bootstrap,
+                "topic": state.topics.events,
+                "schema_id": state.serialize.schema_id,
+            },
+        )
         try:
             yield
         finally:
@@ -117,6 +126,6 @@ def _error(state: CollectorState, status: int, message: str, retry_after: int | 
     state.metrics.rejected.labels(str(status)).inc()
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     if status >= 500:
-        log.warning("answered %s: %s", status, message)
+        log.warning("request refused", extra={"status": status, "reason": message})
     body = {"code": status, "status": 0, "error": message, "results": {}}
     return JSONResponse(body, status_code=status, headers=headers)

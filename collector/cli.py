@@ -15,10 +15,12 @@ def serve_collector(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes. Default: ANALYTICS_COLLECTOR_WORKERS.", min=1)
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="Log level; logs are JSON lines on stderr.")] = "info",
 ) -> None:
     """Run the event collector (Segment /v1/*, PostHog /batch/, /healthz, /readyz, /metrics)."""
     import uvicorn
+
+    from collector.logs import log_config
 
     settings = get_settings()
     uvicorn.run(
@@ -28,5 +30,6 @@ def serve_collector(
         port=port or settings.collector_port,
         workers=workers or settings.collector_workers,
         log_level=log_level,
+        log_config=log_config(log_level),
         access_log=False,
     )

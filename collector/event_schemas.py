@@ -20,19 +20,36 @@ _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>[1-9][0-9]*)\.json
 EVENT_TYPE_KEY = "x-event-type"
 
 
-def load_event_schemas(directory: Path | str = SCHEMAS_DIR) -> dict[str, tuple[int, dict[str, Any]]]:
-    """{event_type: (version, schema)} with the highest version of each event type in `directory`."""
-    found: dict[str, tuple[int, dict[str, Any]]] = {}
-    for path in sorted(Path(directory).glob("*.json")):
+@dataclass(frozen=True)
+class SchemaFile:
+    name: str  # the file's <event> part, e.g. order_completed
+    event_type: str
+    version: int
+    schema: dict[str, Any]
+
+
+def schema_files(directory: Path | str = SCHEMAS_DIR) -> list[SchemaFile]:
+    """Every schema file in `directory`, checked against the JSON Schema standard, by name and version."""
+    files = []
+    for path in Path(directory).glob("*.json"):
         match = _FILE_NAME.match(path.name)
         if match is None:
             raise ValueError(f"{path.name}: schema files are named <event>.v<version>.json")
         schema = json.loads(path.read_text(encoding="utf-8"))
         Draft7Validator.check_schema(schema)  # the meta-schema check that fastjsonschema does not do
-        event_type = schema.get(EVENT_TYPE_KEY, match["name"])
-        version = int(match["version"])
+        files.append(
+            SchemaFile(match["name"], schema.get(EVENT_TYPE_KEY, match["name"]), int(match["version"]), schema)
+        )
+    return sorted(files, key=lambda f: (f.name, f.version))
+
+
+def load_event_schemas(directory: Path | str = SCHEMAS_DIR) -> dict[str, tuple[int, dict[str, Any]]]:
+    """{event_type: (version, schema)} with the highest version of each event type in `directory`."""
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    for file in schema_files(directory):
+        event_type, version, schema = file.event_type, file.version, file.schema
         if event_type in found and found[event_type][0] == version:
-            raise ValueError(f"{path.name}: {event_type!r} version {version} is defined twice")
+            raise ValueError(f"{file.name}.v{version}.json: {event_type!r} version {version} is defined twice")
         if event_type not in found or found[event_type][0] < version:
             found[event_type] = (version, schema)
     return found

@@ -8,23 +8,37 @@ import redis
 
 from collector.keys import tenant_bucket_key, user_bucket_key
 
-# KEYS[1] bucket; ARGV rate/s, burst, now (ms), cost. Returns {allowed 0/1, ms until `cost` tokens}.
-# Runs in Redis so concurrent collector workers share one bucket without races.
-_TOKEN_BUCKET = """
-local rate, burst, now, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens, ts = tonumber(state[1]) or burst, tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-local allowed, wait = 0, 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  wait = math.ceil((cost - tokens) * 1000 / rate)
+# One call for the whole batch: KEYS[1] the tenant bucket, KEYS[2..] the users' buckets.
+# ARGV: now (ms), tenant rate/s, tenant cost, user rate/s, user burst, then each user's cost.
+# Returns {tenant allowed 0/1, ms until the tenant has the tokens, user 1 allowed 0/1, …}.
+# Runs in Redis so concurrent collector workers share the buckets without races; all keys carry
+# the tenant's hash tag, so they live in one Redis Cluster slot.
+_TOKEN_BUCKETS = """
+local now = tonumber(ARGV[1])
+local function take(key, rate, burst, cost)
+  local state = redis.call('HMGET', key, 't', 'ts')
+  local tokens, ts = tonumber(state[1]) or burst, tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  local allowed, wait = 0, 0
+  if tokens >= cost then
+    tokens = tokens - cost
+    allowed = 1
+  else
+    wait = math.ceil((cost - tokens) * 1000 / rate)
+  end
+  redis.call('HSET', key, 't', tokens, 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  return allowed, wait
 end
-redis.call('HSET', KEYS[1], 't', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {allowed, wait}
+local tenant_rate, tenant_cost = tonumber(ARGV[2]), tonumber(ARGV[3])
+local allowed, wait = take(KEYS[1], tenant_rate, tenant_rate, tenant_cost)
+local out = {allowed, wait}
+local user_rate, user_burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 2, #KEYS do
+  local ok = take(KEYS[i], user_rate, user_burst, tonumber(ARGV[4 + i]))
+  out[#out + 1] = ok
+end
+return out
 """
 
 
@@ -39,7 +53,7 @@ class RateLimiter:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._script = client.register_script(_TOKEN_BUCKET)
+        self._script = client.register_script(_TOKEN_BUCKETS)
 
     def check(
         self,
@@ -50,17 +64,11 @@ class RateLimiter:
         user_per_minute: float,
     ) -> tuple[TenantVerdict, set[str]]:
         """(tenant verdict for len(batch) events, users over their human rate). Raises redis.RedisError."""
-        total = sum(users.values())
-        with self._redis.pipeline(transaction=False) as pipe:
-            # A burst of one second of traffic for the tenant, one minute for a user.
-            self._script(keys=[tenant_bucket_key(tenant_id)], args=[tenant_rate, tenant_rate, now_ms, total],
-                         client=pipe)  # fmt: skip
-            user_rate = user_per_minute / 60.0
-            for user, count in users.items():
-                self._script(keys=[user_bucket_key(tenant_id, user)],
-                             args=[user_rate, user_per_minute, now_ms, count], client=pipe)  # fmt: skip
-            results = pipe.execute()
-        allowed, wait_ms = results[0]
-        verdict = TenantVerdict(bool(allowed), max(1, -(-int(wait_ms) // 1000)))
-        bots = {user for user, (ok, _) in zip(users, results[1:], strict=True) if not ok}
+        names = list(users)
+        keys = [tenant_bucket_key(tenant_id)] + [user_bucket_key(tenant_id, u) for u in names]
+        # A burst of one second of traffic for the tenant, one minute for a user.
+        args = [now_ms, tenant_rate, sum(users.values()), user_per_minute / 60.0, user_per_minute]
+        result = self._script(keys=keys, args=args + [users[u] for u in names])
+        verdict = TenantVerdict(bool(result[0]), max(1, -(-int(result[1]) // 1000)))
+        bots = {user for user, ok in zip(names, result[2:], strict=True) if not ok}
         return verdict, bots

@@ -9,14 +9,14 @@ from typing import Any
 import redis
 
 from analytics_core.clients import kafka_producer, redis_client
-from analytics_core.registry import register_event_schema
 from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
-from analytics_core.topics import Topics
+from analytics_core.topics import EVENTS_SUBJECT, Topics
 from collector.dedupe import Deduplicator
 from collector.metrics import CollectorMetrics
 from collector.producer import BatchProducer
 from collector.ratelimit import RateLimiter
+from collector.registration import register_schemas
 from tenants import KeyCache, TenantStore
 
 REDIS_BACKOFF_S = 5.0  # after a Redis failure, skip Redis this long instead of paying a timeout per request
@@ -43,7 +43,7 @@ class CollectorState:
         return cls(
             settings=settings,
             topics=Topics.from_settings(settings),
-            serialize=EventSerializer(register_event_schema(settings)),
+            serialize=EventSerializer(register_schemas(settings)[EVENTS_SUBJECT]),
             keys=KeyCache(TenantStore(settings.tenants_db)),
             producer=BatchProducer(producer, timeout),
             redis=client,

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics_core.settings import get_settings
-from tenants.models import TenantError, TenantSettings
+from tenants.models import TenantError, TenantSettings, normalise_name
 from tenants.store import TenantStore
 
 app = typer.Typer(
@@ -92,12 +92,20 @@ def create(
     user_events_per_minute: Annotated[int, UserEventsPerMinute] = _DEFAULTS.user_events_per_minute_limit,
     write_key: Annotated[str | None, typer.Option(help="Use this write key (8+ URL-safe characters).")] = None,
     read_key: Annotated[str | None, typer.Option(help="Use this read key (8+ URL-safe characters).")] = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing (exit 0) when the tenant exists; for scripts and demos.")
+    ] = False,
 ) -> None:
     """Create a tenant and print its write and read keys (only this once).
 
-    With --json prints exactly {"tenant_id", "write_key", "read_key"}. Exits 2 if the name is taken.
+    With --json prints exactly {"tenant_id", "write_key", "read_key"}. Exits 2 if the name is taken,
+    unless --if-missing is given.
     """
     with _clear_errors():
+        tenant_id = normalise_name(name)[1]
+        if if_missing and _store(ctx).get(tenant_id) is not None:
+            Console(stderr=True).print(f"tenant {tenant_id} exists already; left as it is", markup=False)
+            return
         created = _store(ctx).create(
             name,
             write_key=write_key,

@@ -242,3 +242,16 @@ def test_cli_uses_the_settings_path_by_default(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("tenants.cli.get_settings", lambda: Settings(tenants_db=db))
     assert runner.invoke(app, ["tenants", "create", "Acme"]).exit_code == 0
     assert [t.tenant_id for t in TenantStore(db).list()] == ["acme"]
+
+
+def test_create_if_missing_is_idempotent(tmp_path: Path) -> None:
+    from tenants.cli import app as tenants_app
+
+    db = str(tmp_path / "t.sqlite")
+    args = ["--db", db, "create", "tenant_1", "--write-key", "tenant_1", "--read-key", "rk_tenant_1", "--if-missing"]
+    first = CliRunner().invoke(tenants_app, args)
+    second = CliRunner().invoke(tenants_app, args)
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert "exists already" in second.output
+    assert TenantStore(tmp_path / "t.sqlite").by_write_key("tenant_1") is not None
+    assert CliRunner().invoke(tenants_app, args[:-1]).exit_code == 2  # without the flag: refused
