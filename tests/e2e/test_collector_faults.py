@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from analytics_core.settings import Settings, get_settings
 from analytics_core.topics import ensure_topics
 from collector.app import create_app
 from stack import kafka, manager, procs, redis_server
 from tenants import TenantStore, create_tenant_with_keys
-from tests.integration.conftest import free_port
 from tests.integration.helpers import read_events
+from tests.servers import free_port, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KEY = "wk_fault_tenant"
@@ -37,17 +35,10 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settin
     })  # fmt: skip
     manager.up(settings)
     create_tenant_with_keys(TenantStore(settings.tenants_db), "fault_tenant", KEY, "rk_fault_tenant")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     try:
-        yield settings, f"http://127.0.0.1:{port}"
+        with serve(create_app(settings)) as url:
+            yield settings, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         manager.down(settings)
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -17,6 +13,7 @@ from analytics_core.registry import UrlSchemaStore
 from analytics_core.serde import proto_schema_text
 from analytics_core.settings import Settings
 from schema_registry import create_app
+from tests.servers import serve
 
 pytestmark = pytest.mark.integration
 
@@ -26,25 +23,10 @@ BROKEN = EVOLVED.replace("optional double revenue", "optional string revenue")
 SUBJECT = "api.tracking.events-value"
 
 
-def _serve(settings: Settings) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "registry server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def registry_url(kafka_settings: Settings) -> Iterator[str]:
-    yield from _serve(kafka_settings)
+    with serve(create_app(kafka_settings)) as url:
+        yield url
 
 
 def test_client_register_evolve_and_refuse(registry_url: str, kafka_settings: Settings) -> None:
@@ -80,7 +62,7 @@ def test_client_register_evolve_and_refuse(registry_url: str, kafka_settings: Se
     assert client.get_versions(SUBJECT) == [1, 2, 3]
 
     # A second instance reads everything back from the topic: versions, ids and the subject's level.
-    for url in _serve(kafka_settings):
+    with serve(create_app(kafka_settings)) as url:
         other = SchemaRegistryClient({"url": url})
         assert other.get_versions(SUBJECT) == [1, 2, 3]
         assert [other.get_version(SUBJECT, v).schema_id for v in (1, 2, 3)] == [first, second, third]
