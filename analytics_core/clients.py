@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+import redis.asyncio
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
@@ -48,3 +49,8 @@ def kafka_admin(settings: Settings) -> AdminClient:
 
 def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def redis_async_client(settings: Settings, **kwargs: Any) -> redis.asyncio.Redis:
+    """A redis.asyncio client: connections belong to the event loop that first uses them."""
+    return redis.asyncio.Redis.from_url(settings.redis_url, **kwargs)

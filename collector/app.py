@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await run_in_threadpool(app.state.collector.close)
+            await app.state.collector.close()
 
     app = FastAPI(
         title="analytics collector",
@@ -59,9 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             document = parse_json(body)
             peer = request.client.host if request.client else None
-            prepared = await run_in_threadpool(
-                prepare, state, document, adapter, request.headers.get("authorization"), peer
-            )
+            prepared = await prepare(state, document, adapter, request.headers.get("authorization"), peer)
             await produce(state, prepared)
         except BodyError as exc:
             return _error(state, exc.status, str(exc))

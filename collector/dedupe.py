@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from collector.keys import dedupe_key
 
@@ -22,7 +23,10 @@ return claimed
 class Deduplicator:
     """Claims event ids in one script call; a claim is released if the batch does not reach Kafka."""
 
-    def __init__(self, client: redis.Redis, window_seconds: int) -> None:
+    # `claim`/`release` take a blocking client, `*_async` a redis.asyncio one: the app's event loop must
+    # not wait on Redis, and the blocking pair serves tools and tests.
+
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis, window_seconds: int) -> None:
         self._redis = client
         self._window = window_seconds
         self._claim = client.register_script(_CLAIM)
@@ -30,17 +34,30 @@ class Deduplicator:
     def claim(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """(events seen for the first time, keys claimed for them). Raises redis.RedisError when Redis is down."""
         keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
-        claimed = self._claim(keys=keys, args=[self._window])
-        fresh, fresh_keys, seen_in_batch = [], [], set()
-        for event, key, ok in zip(events, keys, claimed, strict=True):
-            # A batch can carry the same id twice; only the first is new.
-            if ok and key not in seen_in_batch:
-                fresh.append(event)
-                fresh_keys.append(key)
-                seen_in_batch.add(key)
-        return fresh, fresh_keys
+        return _fresh(events, keys, self._claim(keys=keys, args=[self._window]))
+
+    async def claim_async(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """`claim` through a redis.asyncio client."""
+        keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
+        return _fresh(events, keys, await self._claim(keys=keys, args=[self._window]))
 
     def release(self, keys: list[str]) -> None:
         """Forget claims whose events were not acknowledged by Kafka, so the SDK's retry is accepted."""
         if keys:
             self._redis.delete(*keys)
+
+    async def release_async(self, keys: list[str]) -> None:
+        """`release` through a redis.asyncio client."""
+        if keys:
+            await self._redis.delete(*keys)
+
+
+def _fresh(events: list[dict[str, Any]], keys: list[str], claimed: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    fresh, fresh_keys, seen_in_batch = [], [], set()
+    for event, key, ok in zip(events, keys, claimed, strict=True):
+        # A batch can carry the same id twice; only the first is new.
+        if ok and key not in seen_in_batch:
+            fresh.append(event)
+            fresh_keys.append(key)
+            seen_in_batch.add(key)
+    return fresh, fresh_keys

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from starlette.concurrency import run_in_threadpool
 
 from collector.adapters import PayloadError
 from collector.pipeline import RequestContext, process_messages
@@ -60,7 +59,7 @@ def _user_of(message: Any) -> str | None:
     return str(user) if user is not None else None
 
 
-def prepare(
+async def prepare(
     state: CollectorState, document: Any, adapter: Adapter, auth_header: str | None, peer_ip: str | None
 ) -> Prepared:
     """Authenticate, rate-limit, validate, enrich and dedupe one decoded body (CPU and Redis; no Kafka)."""
@@ -73,7 +72,7 @@ def prepare(
     if tenant is None:
         raise IngestError(401, "unknown or missing write key: send it as the Basic-auth user or as writeKey")
     received_at = time.time_ns() // 1000
-    bots = _rate_limit(state, tenant, messages)
+    bots = await _rate_limit(state, tenant, messages)
     ctx = RequestContext(
         tenant_id=tenant.tenant_id,
         received_at=received_at,
@@ -83,7 +82,7 @@ def prepare(
     )
     processed = process_messages(messages, ctx)
     events = [replace_bot(e) if (e["user_id"] or e["anonymous_id"]) in bots else e for e in processed.events]
-    events, claims = _dedupe(state, tenant.tenant_id, events)
+    events, claims = await _dedupe(state, tenant.tenant_id, events)
     records = [
         (state.topics.events, f"{e['tenant_id']}:{e['user_id'] or e['anonymous_id']}", state.serialize(e))
         for e in events
@@ -104,7 +103,7 @@ async def produce(state: CollectorState, prepared: Prepared) -> None:
     try:
         seconds = await state.producer.send(prepared.records)
     except KafkaUnavailable as exc:
-        await run_in_threadpool(_release, state, prepared.claims)
+        await _release(state, prepared.claims)
         raise IngestError(503, str(exc), state.settings.collector_retry_after_s) from None
     m = state.metrics
     m.kafka_latency.observe(seconds)
@@ -115,9 +114,9 @@ async def produce(state: CollectorState, prepared: Prepared) -> None:
         m.dead_lettered.labels(reason).inc(count)
 
 
-def _release(state: CollectorState, claims: list[str]) -> None:
+async def _release(state: CollectorState, claims: list[str]) -> None:
     try:
-        state.dedupe.release(claims)
+        await state.dedupe.release_async(claims)
     except redis.RedisError as exc:
         state.redis_failed("dedupe", exc)
 
@@ -126,14 +125,14 @@ def replace_bot(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "is_bot": True}
 
 
-def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -> set[str]:
+async def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -> set[str]:
     """Users over the human rate; raises IngestError(429) when the tenant is over its rate."""
     if not state.redis_usable():
         state.metrics.redis_unavailable.labels("ratelimit").inc()
         return set()
     users = Counter(u for u in map(_user_of, messages) if u is not None)
     try:
-        verdict, bots = state.limiter.check(
+        verdict, bots = await state.limiter.check_async(
             tenant.tenant_id,
             dict(users),
             time.time_ns() // 1_000_000,
@@ -148,7 +147,7 @@ def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -> set[
     return bots
 
 
-def _dedupe(
+async def _dedupe(
     state: CollectorState, tenant_id: str, events: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     if not events:
@@ -157,7 +156,7 @@ def _dedupe(
         state.metrics.redis_unavailable.labels("dedupe").inc()
         return events, []
     try:
-        fresh, claims = state.dedupe.claim(tenant_id, events)
+        fresh, claims = await state.dedupe.claim_async(tenant_id, events)
     except redis.RedisError as exc:
         state.redis_failed("dedupe", exc)
         return events, []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+import redis.asyncio
 
 from collector.keys import tenant_bucket_key, user_bucket_key
 
@@ -49,9 +51,9 @@ class TenantVerdict:
 
 
 class RateLimiter:
-    """Both buckets for one batch in a single round trip."""
+    """Both buckets for one batch in a single round trip; `check` with a blocking client, `check_async` with asyncio."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis) -> None:
         self._redis = client
         self._script = client.register_script(_TOKEN_BUCKETS)
 
@@ -64,11 +66,32 @@ class RateLimiter:
         user_per_minute: float,
     ) -> tuple[TenantVerdict, set[str]]:
         """(tenant verdict for len(batch) events, users over their human rate). Raises redis.RedisError."""
-        names = list(users)
-        keys = [tenant_bucket_key(tenant_id)] + [user_bucket_key(tenant_id, u) for u in names]
-        # A burst of one second of traffic for the tenant, one minute for a user.
-        args = [now_ms, tenant_rate, sum(users.values()), user_per_minute / 60.0, user_per_minute]
-        result = self._script(keys=keys, args=args + [users[u] for u in names])
-        verdict = TenantVerdict(bool(result[0]), max(1, -(-int(result[1]) // 1000)))
-        bots = {user for user, ok in zip(names, result[2:], strict=True) if not ok}
-        return verdict, bots
+        names, keys, args = _call(tenant_id, users, now_ms, tenant_rate, user_per_minute)
+        return _verdict(names, self._script(keys=keys, args=args))
+
+    async def check_async(
+        self,
+        tenant_id: str,
+        users: dict[str, int],
+        now_ms: int,
+        tenant_rate: float,
+        user_per_minute: float,
+    ) -> tuple[TenantVerdict, set[str]]:
+        """`check` through a redis.asyncio client."""
+        names, keys, args = _call(tenant_id, users, now_ms, tenant_rate, user_per_minute)
+        return _verdict(names, await self._script(keys=keys, args=args))
+
+
+def _call(
+    tenant_id: str, users: dict[str, int], now_ms: int, tenant_rate: float, user_per_minute: float
+) -> tuple[list[str], list[str], list[Any]]:
+    names = list(users)
+    keys = [tenant_bucket_key(tenant_id)] + [user_bucket_key(tenant_id, u) for u in names]
+    # A burst of one second of traffic for the tenant, one minute for a user.
+    args = [now_ms, tenant_rate, sum(users.values()), user_per_minute / 60.0, user_per_minute]
+    return names, keys, args + [users[u] for u in names]
+
+
+def _verdict(names: list[str], result: Any) -> tuple[TenantVerdict, set[str]]:
+    verdict = TenantVerdict(bool(result[0]), max(1, -(-int(result[1]) // 1000)))
+    return verdict, {user for user, ok in zip(names, result[2:], strict=True) if not ok}
