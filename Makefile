@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps stack down demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, history and live traffic"
+	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, history, live traffic, warehouse load"
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
@@ -41,16 +41,18 @@ demo: stack
 	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
 	@bash scripts/collector.sh start
 	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed 8
+	$(BIN)/analytics loader --idle-exit 5
 	@echo
 	@$(BIN)/analytics stack status
 	@echo "collector: http://127.0.0.1:8080 (Segment /v1/batch, PostHog /batch/; API docs at /docs), log in .state/logs/collector.log"
 	@echo "tenants tenant_1..3: write key = tenant id; events on tracking.events, dead letters on tracking.events_dlq;"
+	@echo "warehouse (DuckLake: SQLite catalog + Parquet) in .state/warehouse, raw_events loaded exactly once;"
 	@echo "ground truth of each generator run in .state/truth/<seed>.json. Everything keeps running: make down stops it."
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry bench
+	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders bench
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -8,12 +8,13 @@ import typer
 
 from collector.cli import serve_collector
 from generator.cli import generate
+from loaders.cli import run_loader
 from schema_registry.cli import serve_registry
 from stack.cli import app as stack_app
 from tenants.cli import app as tenants_app
 
 app = typer.Typer(
-    help="Analytics pipeline: local stack, tenants, event collector, schema registry and traffic generator.",
+    help="Analytics pipeline: local stack, tenants, collector, schema registry, warehouse loader, traffic generator.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -22,6 +23,7 @@ app.add_typer(tenants_app, name="tenants", help="Create tenants, list them, rota
 app.command("generate")(generate)
 app.command("collector")(serve_collector)
 app.command("registry")(serve_registry)
+app.command("loader")(run_loader)
 
 
 @app.command("schema")

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     warehouse_path: Path = Path(".state/warehouse")
     tenants_db: Path = Path(".state/tenants.sqlite")
+    # DuckLake catalog: empty = SQLite file <warehouse_path>/catalog.sqlite; a path = that SQLite
+    # file; "postgres:<libpq DSN>" = a PostgreSQL catalog. Data path empty = <warehouse_path>/data.
+    warehouse_catalog: str = ""
+    warehouse_data_path: str = ""
+    warehouse_alias: str = "lake"
     min_free_disk_mb: int = 1024
 
     # Ports of the services later issues add; kept here so one file documents every port.
@@ -54,6 +59,10 @@ class Settings(BaseSettings):
     collector_dedupe_window_s: int = Field(default=24 * 3600, ge=1)
     collector_kafka_timeout_s: float = Field(default=10.0, gt=0)
     collector_retry_after_s: int = Field(default=5, ge=1)
+    # Warehouse loader: a micro-batch closes at this many events or this age, whichever comes first.
+    loader_batch_events: int = Field(default=100_000, ge=1)
+    loader_batch_seconds: float = Field(default=2.0, gt=0)
+    loader_compact_every_s: float = Field(default=600.0, ge=0)
     api_port: int = 8000
     dagster_port: int = 3000
 

@@ -1,0 +1,101 @@
+"""A batch of Kafka records → the Arrow rows of raw_events; what cannot be loaded goes to the dead-letter topic."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import Producer
+
+from analytics_core.deadletter import DeadLetter, Reason
+from analytics_core.registry import SchemaStore
+from analytics_core.serde import EventDeserializer, WireFormatError
+from analytics_core.topics import EVENTS_SUBJECT
+from loaders.batching import Record
+from loaders.columnar import SCHEMA, decode_columns
+
+
+class BatchDecoder:
+    """Columnar decoding with the reference decoder as the judge of records the fast path refuses."""
+
+    def __init__(self, store: SchemaStore, dlq: Producer, dlq_topic: str) -> None:
+        self.store = store
+        self.known_ids = store.ids_for(EVENTS_SUBJECT)
+        self.dlq = dlq
+        self.dlq_topic = dlq_topic
+        self.dead_lettered = 0
+
+    def decode(self, records: list[Record]) -> pa.Table:
+        """raw_events rows (canonical columns, then Kafka partition and offset) of the decodable records."""
+        values = [r.value() or b"" for r in records]
+        table, bad = decode_columns(values, self.known_ids)
+        index = np.flatnonzero(~bad)
+        if bad.any():
+            table = table.filter(pa.array(~bad))
+            rescued, rescued_index = self._slow_path(records, values, np.flatnonzero(bad))
+            if rescued:
+                table = pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=SCHEMA)])
+                index = np.concatenate([index, np.asarray(rescued_index, dtype=np.int64)])
+        parts = np.fromiter((r.partition() or 0 for r in records), dtype=np.int32, count=len(records))
+        offs = np.fromiter((r.offset() or 0 for r in records), dtype=np.int64, count=len(records))
+        table = table.append_column("_kafka_partition", pa.array(parts[index]))
+        return table.append_column("_kafka_offset", pa.array(offs[index]))
+
+    def _slow_path(self, records: list[Record], values: list[bytes], bad: np.ndarray) -> tuple[list[dict], list[int]]:
+        rescued: list[dict] = []
+        rescued_index: list[int] = []
+        refreshed = False
+        for i in bad.tolist():
+            try:
+                rescued.append(EventDeserializer(self.known_ids)(values[i]))
+                rescued_index.append(i)
+                continue
+            except WireFormatError as exc:
+                error = exc
+            if "schema id" in str(error) and not refreshed:
+                # A schema version registered after we started: look the ids up once before rejecting.
+                refreshed = True
+                self.known_ids = self.store.ids_for(EVENTS_SUBJECT)
+                try:
+                    rescued.append(EventDeserializer(self.known_ids)(values[i]))
+                    rescued_index.append(i)
+                    continue
+                except WireFormatError as exc:
+                    error = exc
+            self.dead_letter(records[i], "format", str(error))
+        return rescued, rescued_index
+
+    def drop_invalid_json(self, con: duckdb.DuckDBPyConnection, rows: pa.Table, records: list[Record]) -> pa.Table:
+        """Rows whose properties DuckDB accepts as JSON; the others are dead-lettered (schema_violation)."""
+        con.register("_loader_check", rows)
+        try:
+            sql = "SELECT _kafka_partition, _kafka_offset FROM _loader_check WHERE NOT json_valid(properties)"
+            invalid = {(int(p), int(o)) for p, o in con.execute(sql).fetchall()}
+        finally:
+            con.unregister("_loader_check")
+        by_position = {(r.partition(), r.offset()): r for r in records}
+        for key in sorted(invalid):
+            record = by_position[key]
+            self.dead_letter(record, "schema_violation", "properties: must be a JSON object (not valid JSON)")
+        positions = zip(
+            rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist(), strict=True
+        )
+        keep = [pos not in invalid for pos in positions]
+        return rows.filter(pa.array(keep))
+
+    def dead_letter(self, record: Record, reason: Reason, detail: str) -> None:
+        value = record.value() or b""
+        letter = DeadLetter(
+            reason=reason,
+            detail=f"partition {record.partition()} offset {record.offset()}: {detail}",
+            tenant_id=None,
+            received_at=time.time_ns() // 1000,
+            payload=DeadLetter.raw_payload(value),
+            source="loader",
+        )
+        key: Any = record.key()
+        self.dlq.produce(self.dlq_topic, letter.to_json(), key)
+        self.dead_lettered += 1
