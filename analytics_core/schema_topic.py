@@ -86,6 +86,10 @@ class TopicSchemaStore:
                 if client is not None:
                     client.close()
             self._consumer = self._watermarks = None
+            if self._producer is not None:
+                self._producer.flush(self._timeout)
+                # Dropped, not kept: a live producer keeps reconnecting to a broker that may be gone.
+                self._producer = None
             self._position = 0
             self._records, self.configs, self.versions = {}, {}, {}
 

@@ -44,6 +44,9 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await app.state.collector.close()
+            # Drop the clients with the state: a producer left alive keeps reconnecting (and logging)
+            # to a broker that may be gone, until the process exits.
+            app.state.collector = None
 
     app = FastAPI(
         title="analytics collector",
