@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import uuid
 from collections.abc import Iterator
 
@@ -26,9 +25,6 @@ def stack_settings() -> Iterator[Settings]:
         started = True
     yield settings
     if started:
-        # Clients that tests let go but that sit in reference cycles would otherwise outlive the broker
-        # and log refused connections after pytest's summary.
-        gc.collect()
         manager.down(settings)
 
 
