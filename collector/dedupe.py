@@ -23,31 +23,18 @@ return claimed
 class Deduplicator:
     """Claims event ids in one script call; a claim is released if the batch does not reach Kafka."""
 
-    # `claim`/`release` take a blocking client, `*_async` a redis.asyncio one: the app's event loop must
-    # not wait on Redis, and the blocking pair serves tools and tests.
-
-    def __init__(self, client: redis.Redis | redis.asyncio.Redis, window_seconds: int) -> None:
+    def __init__(self, client: redis.asyncio.Redis, window_seconds: int) -> None:
         self._redis = client
         self._window = window_seconds
         self._claim = client.register_script(_CLAIM)
 
-    def claim(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    async def claim(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """(events seen for the first time, keys claimed for them). Raises redis.RedisError when Redis is down."""
-        keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
-        return _fresh(events, keys, self._claim(keys=keys, args=[self._window]))
-
-    async def claim_async(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-        """`claim` through a redis.asyncio client."""
         keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
         return _fresh(events, keys, await self._claim(keys=keys, args=[self._window]))
 
-    def release(self, keys: list[str]) -> None:
+    async def release(self, keys: list[str]) -> None:
         """Forget claims whose events were not acknowledged by Kafka, so the SDK's retry is accepted."""
-        if keys:
-            self._redis.delete(*keys)
-
-    async def release_async(self, keys: list[str]) -> None:
-        """`release` through a redis.asyncio client."""
         if keys:
             await self._redis.delete(*keys)
 

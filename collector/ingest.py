@@ -116,7 +116,7 @@ async def produce(state: CollectorState, prepared: Prepared) -> None:
 
 async def _release(state: CollectorState, claims: list[str]) -> None:
     try:
-        await state.dedupe.release_async(claims)
+        await state.dedupe.release(claims)
     except redis.RedisError as exc:
         state.redis_failed("dedupe", exc)
 
@@ -132,7 +132,7 @@ async def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -
         return set()
     users = Counter(u for u in map(_user_of, messages) if u is not None)
     try:
-        verdict, bots = await state.limiter.check_async(
+        verdict, bots = await state.limiter.check(
             tenant.tenant_id,
             dict(users),
             time.time_ns() // 1_000_000,
@@ -156,7 +156,7 @@ async def _dedupe(
         state.metrics.redis_unavailable.labels("dedupe").inc()
         return events, []
     try:
-        fresh, claims = await state.dedupe.claim_async(tenant_id, events)
+        fresh, claims = await state.dedupe.claim(tenant_id, events)
     except redis.RedisError as exc:
         state.redis_failed("dedupe", exc)
         return events, []

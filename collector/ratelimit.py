@@ -51,13 +51,13 @@ class TenantVerdict:
 
 
 class RateLimiter:
-    """Both buckets for one batch in a single round trip; `check` with a blocking client, `check_async` with asyncio."""
+    """Both buckets for one batch in a single round trip, through a redis.asyncio client."""
 
-    def __init__(self, client: redis.Redis | redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
         self._script = client.register_script(_TOKEN_BUCKETS)
 
-    def check(
+    async def check(
         self,
         tenant_id: str,
         users: dict[str, int],
@@ -66,18 +66,6 @@ class RateLimiter:
         user_per_minute: float,
     ) -> tuple[TenantVerdict, set[str]]:
         """(tenant verdict for len(batch) events, users over their human rate). Raises redis.RedisError."""
-        names, keys, args = _call(tenant_id, users, now_ms, tenant_rate, user_per_minute)
-        return _verdict(names, self._script(keys=keys, args=args))
-
-    async def check_async(
-        self,
-        tenant_id: str,
-        users: dict[str, int],
-        now_ms: int,
-        tenant_rate: float,
-        user_per_minute: float,
-    ) -> tuple[TenantVerdict, set[str]]:
-        """`check` through a redis.asyncio client."""
         names, keys, args = _call(tenant_id, users, now_ms, tenant_rate, user_per_minute)
         return _verdict(names, await self._script(keys=keys, args=args))
 

@@ -1,65 +1,102 @@
-"""Dedupe window and token buckets against the real Redis."""
+"""Dedupe window and token buckets against the real Redis, through the redis.asyncio client the app uses."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 import redis
 
+from analytics_core.clients import redis_async_client
+from analytics_core.settings import Settings
 from collector.dedupe import Deduplicator
 from collector.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+def run(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `body(client)` on a fresh event loop with its own redis.asyncio client."""
+
+    async def main() -> T:
+        client = redis_async_client(settings)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
 
 
 def events(*ids: str) -> list[dict]:
     return [{"event_id": i} for i in ids]
 
 
-def test_dedupe_drops_resends_within_the_window_and_inside_one_batch(redis_conn: redis.Redis) -> None:
+def test_dedupe_drops_resends_within_the_window_and_inside_one_batch(
+    stack_settings: Settings, redis_conn: redis.Redis
+) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    dedupe = Deduplicator(redis_conn, window_seconds=60)
-    fresh, claims = dedupe.claim(tenant, events("a", "b", "a"))
+
+    async def body(client: Any) -> tuple:
+        dedupe = Deduplicator(client, window_seconds=60)
+        first = await dedupe.claim(tenant, events("a", "b", "a"))
+        second = await dedupe.claim(tenant, events("b", "c"))
+        other = await dedupe.claim(tenant + "-other", events("a"))
+        return first, second, other
+
+    (fresh, claims), (fresh2, claims2), (other_tenant, claims3) = run(stack_settings, body)
     assert [e["event_id"] for e in fresh] == ["a", "b"]
-    fresh2, _ = dedupe.claim(tenant, events("b", "c"))
     assert [e["event_id"] for e in fresh2] == ["c"]
     assert 0 < redis_conn.ttl(claims[0]) <= 60
-    other_tenant, _ = dedupe.claim(tenant + "-other", events("a"))
     assert len(other_tenant) == 1, "the window is per tenant"
-    redis_conn.delete(*claims)
+    redis_conn.delete(*claims, *claims2, *claims3)
 
 
-def test_released_claims_are_accepted_again(redis_conn: redis.Redis) -> None:
+def test_released_claims_are_accepted_again(stack_settings: Settings, redis_conn: redis.Redis) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    dedupe = Deduplicator(redis_conn, window_seconds=60)
-    _, claims = dedupe.claim(tenant, events("x", "y"))
-    dedupe.release(claims)
-    fresh, claims = dedupe.claim(tenant, events("x", "y"))
+
+    async def body(client: Any) -> tuple:
+        dedupe = Deduplicator(client, window_seconds=60)
+        _, claims = await dedupe.claim(tenant, events("x", "y"))
+        await dedupe.release(claims)
+        return await dedupe.claim(tenant, events("x", "y"))
+
+    fresh, claims = run(stack_settings, body)
     assert len(fresh) == 2
     redis_conn.delete(*claims)
 
 
-def test_tenant_bucket_refuses_over_its_rate_and_refills(redis_conn: redis.Redis) -> None:
-    limiter = RateLimiter(redis_conn)
+def test_tenant_bucket_refuses_over_its_rate_and_refills(stack_settings: Settings) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    now = 1_000_000
-    ok, _ = limiter.check(tenant, {"u1": 60}, now, tenant_rate=100, user_per_minute=1000)
+
+    async def body(client: Any) -> list:
+        limiter = RateLimiter(client)
+        return [
+            (await limiter.check(tenant, {"u1": 60}, now, tenant_rate=100, user_per_minute=1000))[0]
+            for now in (1_000_000, 1_000_010, 1_001_000)
+        ]
+
+    ok, over, refilled = run(stack_settings, body)
     assert ok.allowed
-    over, _ = limiter.check(tenant, {"u1": 60}, now + 10, tenant_rate=100, user_per_minute=1000)
     assert not over.allowed and over.retry_after_s >= 1
-    refilled, _ = limiter.check(tenant, {"u1": 60}, now + 1000, tenant_rate=100, user_per_minute=1000)
     assert refilled.allowed
 
 
-def test_a_user_above_the_human_rate_is_flagged_not_refused(redis_conn: redis.Redis) -> None:
-    limiter = RateLimiter(redis_conn)
+def test_a_user_above_the_human_rate_is_flagged_not_refused(stack_settings: Settings) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    flagged: set[str] = set()
-    for second in range(10):
-        verdict, bots = limiter.check(
-            tenant, {"human": 1, "crawler": 50}, 5_000_000 + second * 1000, tenant_rate=10_000, user_per_minute=120
-        )
-        assert verdict.allowed
-        flagged |= bots
-    assert flagged == {"crawler"}
+
+    async def body(client: Any) -> list:
+        limiter = RateLimiter(client)
+        users = {"human": 1, "crawler": 50}
+        return [
+            await limiter.check(tenant, users, 5_000_000 + second * 1000, tenant_rate=10_000, user_per_minute=120)
+            for second in range(10)
+        ]
+
+    results = run(stack_settings, body)
+    assert all(verdict.allowed for verdict, _ in results)
+    assert set().union(*(bots for _, bots in results)) == {"crawler"}
