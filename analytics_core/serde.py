@@ -83,6 +83,10 @@ class WireFormatError(ValueError):
     """Bytes that are not a Confluent-framed canonical event."""
 
 
+class UnknownSchemaIdError(WireFormatError):
+    """A framed record whose schema id is not (yet) a known version of the event schema."""
+
+
 def encode_payload(event: dict[str, Any]) -> bytes:
     """Protobuf bytes of an event dict (None values are left unset)."""
     # Protobuf treats `field=None` in the constructor as not set, so the dict goes in as it is:
@@ -133,7 +137,7 @@ class EventDeserializer:
     def __call__(self, data: bytes) -> dict[str, Any]:
         schema_id, payload = unframe(data)
         if schema_id not in self.known_ids:
-            raise WireFormatError(f"schema id {schema_id} is not a registered version of the event schema")
+            raise UnknownSchemaIdError(f"schema id {schema_id} is not a registered version of the event schema")
         try:
             return decode_payload(payload)
         except Exception as exc:  # upb raises DecodeError, a plain Exception subclass

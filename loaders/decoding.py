@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from analytics_core.deadletter import DeadLetter, Reason
 from analytics_core.registry import SchemaStore
-from analytics_core.serde import EventDeserializer, WireFormatError
+from analytics_core.serde import EventDeserializer, UnknownSchemaIdError, WireFormatError
 from analytics_core.topics import EVENTS_SUBJECT
 from loaders.batching import Record
 from loaders.columnar import SCHEMA, decode_columns
@@ -50,22 +50,20 @@ class BatchDecoder:
         refreshed = False
         for i in bad.tolist():
             try:
-                rescued.append(EventDeserializer(self.known_ids)(values[i]))
-                rescued_index.append(i)
-                continue
-            except WireFormatError as exc:
-                error = exc
-            if "schema id" in str(error) and not refreshed:
-                # A schema version registered after we started: look the ids up once before rejecting.
-                refreshed = True
-                self.known_ids = self.store.ids_for(EVENTS_SUBJECT)
                 try:
-                    rescued.append(EventDeserializer(self.known_ids)(values[i]))
-                    rescued_index.append(i)
-                    continue
-                except WireFormatError as exc:
-                    error = exc
-            self.dead_letter(records[i], "format", str(error))
+                    event = EventDeserializer(self.known_ids)(values[i])
+                except UnknownSchemaIdError:
+                    if refreshed:
+                        raise
+                    # A schema version registered after we started: look the ids up once before rejecting.
+                    refreshed = True
+                    self.known_ids = self.store.ids_for(EVENTS_SUBJECT)
+                    event = EventDeserializer(self.known_ids)(values[i])
+            except WireFormatError as exc:
+                self.dead_letter(records[i], "format", str(exc))
+                continue
+            rescued.append(event)
+            rescued_index.append(i)
         return rescued, rescued_index
 
     def drop_invalid_json(self, con: duckdb.DuckDBPyConnection, rows: pa.Table, records: list[Record]) -> pa.Table:
