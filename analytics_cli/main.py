@@ -14,7 +14,7 @@ from stack.cli import app as stack_app
 from tenants.cli import app as tenants_app
 
 app = typer.Typer(
-    help="Analytics pipeline: local stack, tenants, collector, schema registry, warehouse loader, traffic generator.",
+    help="Analytics pipeline: stack, tenants, collector, schema registry, warehouse loader, dbt, traffic generator.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -24,6 +24,22 @@ app.command("generate")(generate)
 app.command("collector")(serve_collector)
 app.command("registry")(serve_registry)
 app.command("loader")(run_loader)
+
+
+@app.command(
+    "dbt",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def dbt(ctx: typer.Context) -> None:
+    """Run dbt on dbt_project/ against this warehouse: `analytics dbt build`, `analytics dbt test -s MODEL`."""
+    from analytics_core.dbt import run_dbt
+    from analytics_core.settings import get_settings
+
+    if not ctx.args or ctx.args[0].startswith("-"):
+        typer.echo("usage: analytics dbt COMMAND [dbt options]   e.g. analytics dbt build; see `dbt --help`")
+        raise typer.Exit(0 if ctx.args else 2)
+    raise typer.Exit(run_dbt(get_settings(), list(ctx.args)).returncode)
 
 
 @app.command("schema")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     warehouse_catalog: str = ""
     warehouse_data_path: str = ""
     warehouse_alias: str = "lake"
+    # Where the loader writes and dbt builds: the local DuckLake, or BigQuery (docs/BIGQUERY.md).
+    warehouse_target: Literal["duckdb", "bigquery"] = "duckdb"
+    bigquery_project: str = ""  # empty: the project of the application default credentials
+    bigquery_dataset: str = "analytics"  # dataset of raw_events, loader_offsets and the dbt models
+    bigquery_location: str = "US"  # location of the dataset, where every load and query job runs
     min_free_disk_mb: int = 1024
 
     # Ports of the services later issues add; kept here so one file documents every port.

@@ -106,3 +106,22 @@ def create_tables(con: duckdb.DuckDBPyConnection, alias: str) -> None:
         "topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
         "updated_at TIMESTAMPTZ NOT NULL)"
     )
+
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that point dbt's profiles at this warehouse (see dbt_project/profiles.yml)."""
+    catalog = catalog_uri(settings)
+    if catalog.startswith("ducklake:sqlite:"):  # dbt runs in dbt_project/: relative paths would move
+        catalog = f"ducklake:sqlite:{sqlite_catalog_path(settings).resolve()}"
+    return {
+        "ANALYTICS_DBT_CATALOG": catalog,
+        "ANALYTICS_DBT_DATA_PATH": str(data_path(settings).resolve()),
+        "ANALYTICS_DBT_EXTENSION_DIR": str((settings.cache_dir / "duckdb-extensions").resolve()),
+        "ANALYTICS_DBT_TARGET": settings.warehouse_target,
+        "ANALYTICS_BIGQUERY_PROJECT": settings.bigquery_project or "unset-project",
+        "ANALYTICS_BIGQUERY_DATASET": settings.bigquery_dataset,
+        "ANALYTICS_BIGQUERY_LOCATION": settings.bigquery_location,
+    }

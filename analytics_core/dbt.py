@@ -1,0 +1,82 @@
+"""Running dbt on dbt_project/ against the configured warehouse, retrying catalog lock conflicts.
+
+With the SQLite catalog, a dbt model that commits while the loader commits can fail with
+"database is locked" (DuckLake cannot retry SQLite's read-to-write lock upgrade: duckdb/ducklake
+issue 1309). The failed model's transaction is rolled back whole, and every model is safe to run
+again, so `dbt retry` re-runs the failed and skipped nodes after a short wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from analytics_core import warehouse
+from analytics_core.settings import Settings
+
+LOCK_MESSAGE = "database is locked"
+
+
+def dbt_command(args: list[str], target_path: Path | None = None, log_path: Path | None = None) -> list[str]:
+    folder = str(warehouse.DBT_PROJECT_DIR)
+    command = [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", folder, "--profiles-dir", folder]
+    if target_path:
+        command += ["--target-path", str(target_path)]
+    if log_path:
+        command += ["--log-path", str(log_path)]
+    return command
+
+
+def _lock_failures(target_path: Path) -> int:
+    try:
+        results = json.loads((target_path / "run_results.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(1 for r in results if r.get("status") == "error" and LOCK_MESSAGE in (r.get("message") or ""))
+
+
+def run_dbt(
+    settings: Settings,
+    args: list[str],
+    target_path: Path | None = None,
+    log_path: Path | None = None,
+    capture: bool = False,
+    retries: int = 5,
+) -> subprocess.CompletedProcess[str]:
+    """`dbt ARGS` on the project; lock conflicts are retried with `dbt retry`, output joined."""
+    if settings.warehouse_target == "duckdb":
+        warehouse.connect(settings).close()  # installs the DuckDB extensions, creates the raw tables
+    env = {**os.environ, **warehouse.dbt_env(settings)}
+    target = target_path or warehouse.DBT_PROJECT_DIR / "target"
+    done = subprocess.run(
+        dbt_command(args, target_path, log_path), env=env, capture_output=capture, text=True, check=False
+    )
+    stdout = done.stdout or ""
+    for attempt in range(retries):
+        if done.returncode == 0 or not _lock_failures(target):
+            break
+        time.sleep(0.5 * (attempt + 1))
+        done = subprocess.run(
+            dbt_command(["retry"], target_path, log_path), env=env, capture_output=capture, text=True, check=False
+        )
+        stdout += done.stdout or ""
+    return subprocess.CompletedProcess(done.args, done.returncode, stdout, done.stderr)
+
+
+def main() -> None:
+    """`python -m analytics_core.dbt sqlfluff lint models tests`: a tool run in dbt_project/ against this warehouse."""
+    from analytics_core.settings import get_settings
+
+    settings = get_settings()
+    warehouse.connect(settings).close()
+    tool = str(Path(sys.executable).with_name(sys.argv[1]))
+    env = {**os.environ, **warehouse.dbt_env(settings)}
+    raise SystemExit(subprocess.run([tool, *sys.argv[2:]], cwd=warehouse.DBT_PROJECT_DIR, env=env).returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""dbt incremental rollups: seconds to roll up one more hour of events at 100M events a day.
+
+The hours are written straight into the raw table with SQL (this measures dbt, not the loader):
+a first hour is built in full, then a second hour arrives together with late events for the
+first, and the timed incremental build re-stages, deduplicates and rolls both touched hours up
+at minute, hour and day grain. Baseline: DuckDB aggregating the same new hour's raw rows by
+minute directly, in the same process and run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from analytics_core import warehouse
+from analytics_core.dbt import run_dbt
+from analytics_core.settings import Settings
+from bench.harness import Record, Scale, record
+
+EVENTS_PER_HOUR = {"small": 100_000_000 // 24, "large": 100_000_000 // 24}
+LATE_SHARE = 0.02
+MODELS = ["--select", "stg_tracking__events", "tag:minute", "tag:hourly"]
+
+# One hour of synthetic raw events: 3 tenants, 200k users, 20 countries, 4 event types, 3 % bots.
+HOUR_SQL = """
+INSERT INTO {lake}.raw_events
+SELECT
+    'e{hour}-' || i AS event_id,
+    'tenant_' || (1 + i % 3) AS tenant_id,
+    'track' AS message_type,
+    CASE WHEN i % 40 = 0 THEN 'purchase' WHEN i % 20 = 1 THEN 'checkout' WHEN i % 10 = 2 THEN 'add_to_cart'
+         ELSE 'page_view' END AS event_type,
+    'usr_' || (hash(i // 7) % 200000) AS user_id,
+    'anon_' || (hash(i // 7) % 200000) AS anonymous_id,
+    $start + to_microseconds(CAST(i * 3600000000 // $n AS BIGINT)) AS timestamp,
+    NULL, NULL,
+    $received + to_microseconds(CAST(i * 3600000000 // $n AS BIGINT)) AS received_at,
+    '{}' AS properties,
+    '/p/' || (i % 50) AS page,
+    ['US','GB','DE','FR','CA','IN','BR','JP','AU','NL','ES','IT','SE','PL','MX','KR','SG','ZA','TR','IS'][1 + i % 20],
+    ['desktop','mobile','tablet'][1 + i % 3],
+    CASE WHEN i % 40 = 0 THEN 10 + (i % 9000) / 100.0 END AS revenue,
+    'USD', NULL, NULL, NULL, NULL, 'bench',
+    i % 33 = 0 AS is_bot,
+    CAST(i % 6 AS INTEGER) AS _kafka_partition,
+    $offset + i // 6 AS _kafka_offset
+FROM range($n) AS r(i)
+"""
+
+
+def _insert_hour(con: object, settings: Settings, hour: int, start: datetime, received: datetime, n: int) -> None:
+    sql = HOUR_SQL.replace("{lake}", settings.warehouse_alias).replace("{hour}", str(hour))
+    con.execute(sql, {"start": start, "received": received, "n": n, "offset": hour * n})  # type: ignore[attr-defined]
+
+
+def run(settings: Settings, scale: Scale) -> list[Record]:
+    """dbt_incremental_hour: wall time of the incremental dbt build after one more hour of events."""
+    n = EVENTS_PER_HOUR[scale]
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp:
+        bench = settings.model_copy(update={"warehouse_path": Path(tmp)})
+        scratch = Path(tmp) / "dbt"
+        con = warehouse.connect(bench)
+        _insert_hour(con, bench, 0, first, first, n)
+        con.close()
+        _build(bench, scratch, ["build", "--exclude-resource-type", "unit_test", "--exclude-resource-type", "test"])
+
+        con = warehouse.connect(bench)
+        second = first + timedelta(hours=1)
+        _insert_hour(con, bench, 1, second, second, n)
+        _insert_hour(con, bench, 2, first, second + timedelta(minutes=30), int(n * LATE_SHARE))  # late arrivals
+        started = time.perf_counter()
+        con.execute(
+            f"SELECT date_trunc('minute', timestamp), tenant_id, event_type, count(*), sum(revenue),"
+            f" approx_count_distinct(user_id) FROM {bench.warehouse_alias}.raw_events"
+            " WHERE timestamp >= $s AND timestamp < $e GROUP BY ALL",
+            {"s": second, "e": second + timedelta(hours=1)},
+        ).fetchall()
+        direct = time.perf_counter() - started
+        con.close()
+
+        started = time.perf_counter()
+        _build(bench, scratch, ["run", *MODELS])
+        elapsed = time.perf_counter() - started
+    return [
+        record("dbt_raw_hour_group_by", direct, "s"),
+        record("dbt_incremental_hour", elapsed, "s", baseline="dbt_raw_hour_group_by", target="<= 60"),
+    ]
+
+
+def _build(settings: Settings, scratch: Path, args: list[str]) -> None:
+    done = run_dbt(settings, args, scratch / "target", scratch / "logs", capture=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"dbt {' '.join(args)} failed:\n{done.stdout[-3000:]}")

@@ -1,0 +1,8 @@
+-- Hour buckets, kept for ever; the day rollups and whole-hour time zones are built from them.
+{{ config(
+    incremental_strategy=rollup_strategy(),
+    unique_key=rollup_key(),
+    tags=['hourly'],
+) }}
+
+{{ rollup_from_events('hour') }}

@@ -1,0 +1,10 @@
+-- Minute buckets for the last `minute_retention_days` days: live dashboards and time zones with
+-- :30/:45 offsets. Older minutes are deleted after each build.
+{{ config(
+    incremental_strategy=rollup_strategy(),
+    unique_key=rollup_key(),
+    tags=['minute'],
+    post_hook="delete from {{ this }} where window_start < {{ shift_timestamp(dbt.current_timestamp(), -var('minute_retention_days'), 'day') }}",
+) }}
+
+{{ rollup_from_events('minute', retention_days=var('minute_retention_days')) }}
