@@ -30,14 +30,16 @@ class Batch:
 
     def add(self, records: Iterable[Record], expected: dict[int, int]) -> int:
         """Append records, skipping those before `expected[partition]` (already loaded); return how many were added."""
-        added = 0
+        before = len(self.records)
+        append, next_offsets = self.records.append, self.next_offsets  # the loop runs per record
         for rec in records:
             part, offset = rec.partition() or 0, rec.offset() or 0
-            if offset < self.next_offsets.get(part, expected.get(part, 0)):
+            start = next_offsets.get(part)
+            if offset < (expected.get(part, 0) if start is None else start):
                 continue  # a re-delivery after a seek: that offset is stored or already in this batch
-            self.records.append(rec)
-            self.next_offsets[part] = offset + 1
-            added += 1
+            append(rec)
+            next_offsets[part] = offset + 1
+        added = len(self.records) - before
         if added and self.opened_at is None:
             self.opened_at = self._clock()
         return added

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -18,14 +20,31 @@ from analytics_core.settings import Settings
 from analytics_core.topics import LOADER_GROUP, Topics
 from loaders import compaction
 from loaders.batching import Batch
+from loaders.committer import BatchCommitter, LoaderStats
 from loaders.decoding import BatchDecoder
-from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
+from loaders.offsets import NO_OFFSET, stored_offsets
 
+__all__ = ["LoaderStats", "WarehouseLoader", "loader_group"]
 log = logging.getLogger(__name__)
 CONSUME_MAX = 10_000
 # A killed loader holds its partitions until the broker expires its session: keep that short
 # (librdkafka's 45 s default) so a restarted or surviving loader takes over quickly.
 CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
+# Kafka messages are GC-tracked and a batch keeps 100k+ of them alive: at Python's gen-0 threshold
+# (700) the collector ran ~150 times a batch, its full passes walking every live message, ~10% of the
+# loader's time (measured with gc.callbacks). About once a batch is enough for the few cycles here.
+GC_GEN0_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Raise the gen-0 threshold while the loader runs (process-wide), restore it afterwards."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(GC_GEN0_THRESHOLD, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def loader_group(settings: Settings) -> str:
@@ -33,41 +52,49 @@ def loader_group(settings: Settings) -> str:
     return settings.topic_prefix + LOADER_GROUP
 
 
-@dataclass
-class LoaderStats:
-    loaded: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    fenced: int = 0
-    compactions: int = 0
-    partitions: dict[int, int] = field(default_factory=dict)
-
-
 class WarehouseLoader:
-    """One loader process; several share the partitions of tracking.events through the consumer group."""
+    """One loader process; several share the partitions of tracking.events through the consumer group.
+
+    The main thread consumes, batches and decodes; a batch's INSERT + commit runs on the writer thread
+    while the next batch is read (loaders/committer.py, loaders/writer.py).
+    """
 
     def __init__(self, settings: Settings, consumer_overrides: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.alias = settings.warehouse_alias
         self.con = warehouse.connect(settings)
+        # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
+        # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
+        self.con.execute("SET threads = 1")
         self._store = schema_store(settings)
         self.consumer: Consumer = kafka_consumer(
             settings, loader_group(settings), {**CONSUMER_CONFIG, **(consumer_overrides or {})}
         )
         self.dlq: Producer = kafka_producer(settings)
-        self.decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq)
         self.batch = Batch(settings.loader_batch_events, settings.loader_batch_seconds)
-        self.expected: dict[int, int] = {}  # per owned partition: next offset as stored in the warehouse
-        self.stats = LoaderStats()
+        decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq)
+        self.committer = BatchCommitter(
+            self.con, self.alias, self.topics.events, self.consumer, decoder, self.dlq, self.batch
+        )
         self._stop = False
         self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here
         self._last_compaction = time.monotonic()
+
+    @property
+    def expected(self) -> dict[int, int]:
+        """Per owned partition: the next offset as stored in the warehouse."""
+        return self.committer.expected
+
+    @property
+    def stats(self) -> LoaderStats:
+        return self.committer.stats
 
     def stop(self, *_: object) -> None:
         self._stop = True
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Eager rebalancing: every partition was revoked (and the writer drained) before this.
         stored = stored_offsets(self.con, self.alias, self.topics.events)
         if self.assigned_at is None:
             self.assigned_at = time.monotonic()
@@ -78,12 +105,16 @@ class WarehouseLoader:
         log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Commit what we hold before the partitions move, so the next owner starts after it.
-        self.flush()
+        # Commit what we hold, open batch and batch in flight, before the partitions move, so the
+        # next owner starts after it.
+        self.committer.flush()
         self._forget(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget(partitions)  # no longer ours: committing now could race the new owner
+        # No longer ours: committing the open batch could race the new owner. A commit already in
+        # flight cannot be recalled; fencing refuses whichever of it and the new owner's comes second.
+        self.committer.settle()
+        self._forget(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         self.batch.drop_partitions(tp.partition for tp in partitions)
@@ -100,94 +131,67 @@ class WarehouseLoader:
         self.consumer.subscribe(
             [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        last_data = time.monotonic()
         try:
-            while not self._stop:
-                msgs = self.consumer.consume(num_messages=max(1, min(CONSUME_MAX, self.batch.room())), timeout=0.2)
-                good = [m for m in msgs if self._ok(m)]
-                if self.batch.add(good, self.expected) or not self.expected:
-                    last_data = time.monotonic()  # idleness counts only while partitions are assigned
-                if self.batch.due():
-                    self.flush()
-                    if max_events is not None and self.stats.loaded >= max_events:
-                        break
-                elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
-                    break
-                self._maybe_compact()
-            self.flush()
+            with _fewer_gc_passes():
+                self._loop(idle_exit_s, max_events)
+                self.committer.flush()
+        except BaseException:
+            self.committer.abandon()
+            raise
         finally:
             self.close()
         return self.stats
 
-    def _ok(self, msg: Any) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
+    def _loop(self, idle_exit_s: float | None, max_events: int | None) -> None:
+        committer = self.committer
+        last_data = time.monotonic()
+        while not self._stop:
+            msgs = self.consumer.consume(num_messages=max(1, min(CONSUME_MAX, self.batch.room())), timeout=0.2)
+            good = [m for m in msgs if m.error() is None]
+            if len(good) != len(msgs):
+                for m in msgs:
+                    self._check(m)
+            if self.batch.add(good, committer.position()) or not self.expected:
+                last_data = time.monotonic()  # idleness counts only while partitions are assigned
+            if committer.writer.done():
+                committer.settle()  # take a finished commit now: its error surfaces, Kafka offsets move
+            if self.batch.due():
+                committer.close_batch()
+                if max_events is not None and self.stats.loaded + committer.in_flight() >= max_events:
+                    return
+            elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
+                return
+            self._maybe_compact()
+
+    def _check(self, msg: Any) -> None:
+        if (err := msg.error()) is None:
+            return
         if err.fatal():
             raise KafkaException(err)
         log.warning("consumer: %s", err)
-        return False
 
     def flush(self) -> None:
-        """Decode the open batch, dead-letter what cannot be decoded, commit rows and offsets together."""
-        if not self.batch.records:
-            return
-        records, next_offsets = self.batch.records, dict(self.batch.next_offsets)
-        rows = self.decoder.decode(records)
-        # Dead letters are acknowledged before the offsets move past them: a crash in between can
-        # repeat a dead letter, never lose one.
-        if len(self.dlq) and self.dlq.flush(30) > 0:  # an idle flush() still costs ~0.1 s
-            raise RuntimeError("dead letters not acknowledged by Kafka; batch not committed")
-        try:
-            try:
-                commit_batch(self.con, self.alias, self.topics.events, rows, self.expected, next_offsets)
-            except duckdb.ConversionException:
-                # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest.
-                rows = self.decoder.drop_invalid_json(self.con, rows, records)
-                if len(self.dlq) and self.dlq.flush(30) > 0:  # an idle flush() still costs ~0.1 s
-                    raise RuntimeError("dead letters not acknowledged by Kafka; batch not committed") from None
-                commit_batch(self.con, self.alias, self.topics.events, rows, self.expected, next_offsets)
-        except Fenced as exc:
-            log.warning("%s; dropping the batch and re-seeking", exc)
-            self.stats.fenced += 1
-            self.batch.clear()
-            self._reseek()
-            return
-        self.expected.update(next_offsets)
-        self.batch.clear()
-        self.stats.loaded += rows.num_rows
-        self.stats.dead_lettered = self.decoder.dead_lettered
-        self.stats.batches += 1
-        self.stats.partitions = dict(self.expected)
-        # Kafka's committed offsets are only for lag dashboards; the warehouse's are the truth.
-        tps = [TopicPartition(self.topics.events, p, o) for p, o in next_offsets.items()]
-        self.consumer.commit(offsets=tps, asynchronous=True)
-
-    def _reseek(self) -> None:
-        stored = stored_offsets(self.con, self.alias, self.topics.events)
-        for part in list(self.expected):
-            self.expected[part] = stored.get(part, NO_OFFSET)
-            try:
-                self.consumer.seek(TopicPartition(self.topics.events, part, stored.get(part, OFFSET_BEGINNING)))
-            except KafkaException as exc:  # not fetching yet: the stored offset is applied on (re)assignment
-                log.warning("seek partition %s: %s", part, exc)
+        """Commit the open batch and the batch in flight."""
+        self.committer.flush()
 
     def _maybe_compact(self) -> None:
         every = self.settings.loader_compact_every_s
         if every <= 0 or time.monotonic() - self._last_compaction < every:
             return
         self._last_compaction = time.monotonic()
+        self.committer.settle()  # a commit in flight would conflict with compaction's transaction
         if compaction.compact(self.con, self.alias):
             self.stats.compactions += 1
 
     def close(self) -> None:
         try:
-            self.consumer.close()
+            self.consumer.close()  # revokes the partitions: on_revoke flushes (nothing after a failure)
         finally:
             self.dlq.flush(10)
             close = getattr(self._store, "close", None)
             if close is not None:
                 close()
+            self.committer.close()
             try:
                 self.con.close()
             except duckdb.Error as exc:

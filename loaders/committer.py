@@ -1,0 +1,145 @@
+"""The loader's commit side: closed batches go into the warehouse exactly once, one commit in flight at a time.
+
+`expected` holds, per owned partition, the next offset as stored in the warehouse: what fencing
+checks, where a fenced loader re-seeks, and (with the batch in flight) where the open batch goes on.
+Decoding and dead letters happen on the calling (main) thread, the INSERT + commit on the writer
+thread (loaders/writer.py), and each result is taken back on the main thread by `settle()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import duckdb
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from loaders.batching import Batch
+from loaders.decoding import BatchDecoder
+from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
+from loaders.writer import BatchWriter, PendingBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoaderStats:
+    loaded: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    fenced: int = 0
+    compactions: int = 0
+    partitions: dict[int, int] = field(default_factory=dict)
+
+
+class BatchCommitter:
+    """Decodes the open batch, commits it through the writer thread, accounts for the result."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        alias: str,
+        topic: str,
+        consumer: Consumer,
+        decoder: BatchDecoder,
+        dlq: Producer,
+        batch: Batch,
+    ) -> None:
+        self.con, self.alias, self.topic = con, alias, topic
+        self.consumer, self.decoder, self.dlq, self.batch = consumer, decoder, dlq, batch
+        self.expected: dict[int, int] = {}
+        self.stats = LoaderStats()
+        # cursor(): the same DuckDB instance and attached lake with transactions of its own, so the
+        # main thread can read offsets on `con` while a commit runs.
+        self._writer_con = con.cursor()
+        self.writer = BatchWriter(self._commit)
+
+    def _commit(self, b: PendingBatch) -> None:  # on the writer thread
+        commit_batch(self._writer_con, self.alias, self.topic, b.rows, b.expected, b.next_offsets)
+
+    def position(self) -> dict[int, int]:
+        """Per partition, the offset the open batch continues from: stored, or past the batch in flight."""
+        pending = self.writer.pending
+        return {**self.expected, **pending.next_offsets} if pending else self.expected
+
+    def in_flight(self) -> int:
+        pending = self.writer.pending
+        return pending.rows.num_rows if pending else 0
+
+    def flush(self) -> None:
+        """Commit the open batch and the one in flight: nothing is pending afterwards."""
+        self.close_batch()
+        self.settle()
+
+    def close_batch(self) -> None:
+        """Decode the open batch, acknowledge its dead letters, submit it once its predecessor is settled."""
+        if not self.batch.records:
+            return
+        records, next_offsets = self.batch.records, dict(self.batch.next_offsets)
+        self.batch.clear()
+        rows = self.decoder.decode(records)
+        self._ack_dead_letters()
+        if self.settle():  # else the batch before was fenced: this one, read after it, is dropped too
+            self.writer.submit(PendingBatch(records, rows, dict(self.expected), next_offsets))
+
+    def settle(self) -> bool:
+        """Take the result of the batch in flight; False if it was fenced (the open batch is dropped too)."""
+        done = self.writer.wait()
+        if done is None:
+            return True
+        batch, exc = done
+        if isinstance(exc, duckdb.ConversionException):
+            # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest
+            # (here: the writer is idle, and this is rare).
+            rows = self.decoder.drop_invalid_json(self.con, batch.rows, batch.records)
+            self._ack_dead_letters()
+            batch = PendingBatch(batch.records, rows, batch.expected, batch.next_offsets)
+            try:
+                commit_batch(self.con, self.alias, self.topic, rows, batch.expected, batch.next_offsets)
+                exc = None
+            except Fenced as fenced:
+                exc = fenced
+        if isinstance(exc, Fenced):
+            log.warning("%s; dropping the batch and re-seeking", exc)
+            self.stats.fenced += 1
+            self.batch.clear()
+            self._reseek()
+            return False
+        if exc is not None:
+            raise exc  # the writer thread's failure; nothing read after that batch was submitted
+        self.expected.update(batch.next_offsets)
+        self.stats.loaded += batch.rows.num_rows
+        self.stats.dead_lettered = self.decoder.dead_lettered
+        self.stats.batches += 1
+        self.stats.partitions = dict(self.expected)
+        # Kafka's committed offsets are only for lag dashboards; the warehouse's are the truth.
+        tps = [TopicPartition(self.topic, p, o) for p, o in batch.next_offsets.items()]
+        self.consumer.commit(offsets=tps, asynchronous=True)
+        return True
+
+    def abandon(self) -> None:
+        """After a failure: drop the open batch, let a commit in flight end (either outcome is consistent).
+
+        Closing the consumer then revokes the partitions, and that flush must not commit past the failure.
+        """
+        self.batch.clear()
+        self.writer.wait()
+
+    def _ack_dead_letters(self) -> None:
+        # Dead letters are acknowledged before the offsets move past them: a crash in between can
+        # repeat a dead letter, never lose one.
+        if len(self.dlq) and self.dlq.flush(30) > 0:  # an idle flush() still costs ~0.1 s
+            raise RuntimeError("dead letters not acknowledged by Kafka; batch not committed")
+
+    def _reseek(self) -> None:
+        stored = stored_offsets(self.con, self.alias, self.topic)
+        for part in list(self.expected):
+            self.expected[part] = stored.get(part, NO_OFFSET)
+            try:
+                self.consumer.seek(TopicPartition(self.topic, part, stored.get(part, OFFSET_BEGINNING)))
+            except KafkaException as exc:  # not fetching yet: the stored offset is applied on (re)assignment
+                log.warning("seek partition %s: %s", part, exc)
+
+    def close(self) -> None:
+        self.writer.close()
+        self._writer_con.close()
