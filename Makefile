@@ -42,17 +42,20 @@ demo: stack
 	@bash scripts/collector.sh start
 	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed 8
 	$(BIN)/analytics loader --idle-exit 5
+	$(BIN)/analytics dbt build --exclude-resource-type unit_test
 	@echo
 	@$(BIN)/analytics stack status
 	@echo "collector: http://127.0.0.1:8080 (Segment /v1/batch, PostHog /batch/; API docs at /docs), log in .state/logs/collector.log"
 	@echo "tenants tenant_1..3: write key = tenant id; events on tracking.events, dead letters on tracking.events_dlq;"
-	@echo "warehouse (DuckLake: SQLite catalog + Parquet) in .state/warehouse, raw_events loaded exactly once;"
+	@echo "warehouse (DuckLake: SQLite catalog + Parquet) in .state/warehouse, raw_events loaded exactly once,"
+	@echo "rolled up by dbt into fct_metrics_minute/hour/day (analytics dbt build; make dagster for the UI and schedules);"
 	@echo "ground truth of each generator run in .state/truth/<seed>.json. Everything keeps running: make down stops it."
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders bench
+	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders bench orchestration
+	$(BIN)/python -m analytics_core.dbt sqlfluff lint models tests
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -65,3 +68,12 @@ bench: stack
 
 clean: down
 	rm -rf .state
+
+# Dagster UI + daemon (schedules run) for the orchestration code location; see docs/ORCHESTRATION.md.
+# DAGSTER_HOME is .state/dagster with a link to ./dagster.yaml (Dagster keeps a few files in its
+# home); the storage paths in dagster.yaml are relative to the working directory, the repo root.
+.PHONY: dagster
+dagster: venv
+	@mkdir -p .state/dagster && ln -sfn ../../dagster.yaml .state/dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.state/dagster $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 \
+	  -p $$($(BIN)/python -c 'from analytics_core.settings import get_settings; print(get_settings().dagster_port)')

@@ -9,6 +9,7 @@ import typer
 from collector.cli import serve_collector
 from generator.cli import generate
 from loaders.cli import run_loader
+from loaders.replay import main as replay
 from schema_registry.cli import serve_registry
 from stack.cli import app as stack_app
 from tenants.cli import app as tenants_app
@@ -24,6 +25,7 @@ app.command("generate")(generate)
 app.command("collector")(serve_collector)
 app.command("registry")(serve_registry)
 app.command("loader")(run_loader)
+app.command("replay")(replay)
 
 
 @app.command(

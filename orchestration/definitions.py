@@ -1,7 +1,7 @@
-"""The Dagster code location; domains add their assets here as they are built."""
-
-from __future__ import annotations
+"""The Dagster code location: one Definitions per domain folder under orchestration/defs, merged."""
 
 import dagster as dg
 
-defs = dg.Definitions(assets=[])
+from orchestration.defs import dbt, replay, warehouse
+
+defs = dg.Definitions.merge(warehouse.defs, dbt.defs, replay.defs)

@@ -1,0 +1,1 @@
+"""One folder per domain: warehouse (Kafka → raw_events), dbt (models, checks, schedules), replay."""

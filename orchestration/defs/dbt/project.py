@@ -1,0 +1,136 @@
+"""The dbt project, prepared once at load, and dbt invocations pointed at the settings' warehouse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
+from dagster_dbt.asset_utils import group_from_dbt_resource_props_fallback_to_directory
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
+from filelock import FileLock
+
+from analytics_core import warehouse
+from analytics_core.dbt import LOCK_MESSAGE
+from analytics_core.settings import Settings
+
+STAGING = "stg_tracking__events"
+# What the rebuild (backfill, replay) and the schedules build; tags are set in the models.
+MINUTE_SELECT = f"{STAGING} tag:minute"
+HOURLY_SELECT = f"{STAGING} tag:hourly"
+REBUILD_SELECT = f"{STAGING} tag:minute tag:hourly"
+
+_SKIP = {"target", "logs", "dbt_packages"}
+# The dbt of this environment (the venv's bin/ is not on PATH when run as .venv/bin/dagster or pytest).
+_VENV_DBT = Path(sys.executable).with_name("dbt")
+DBT_EXECUTABLE = str(_VENV_DBT) if _VENV_DBT.exists() else "dbt"
+
+
+def _manifest_is_stale(project: DbtProject) -> bool:
+    if not project.manifest_path.exists():
+        return True
+    built = project.manifest_path.stat().st_mtime
+    for path in project.project_dir.rglob("*"):
+        rel = path.relative_to(project.project_dir)
+        if rel.parts[0] not in _SKIP and path.is_file() and path.stat().st_mtime > built:
+            return True
+    return False
+
+
+def prepare(project: DbtProject) -> DbtProject:
+    """`dbt parse` when the manifest is missing or older than a project file (target/ is git-ignored).
+
+    Like DbtProject.prepare_if_dev, but also outside `dagster dev` (tests, a clean checkout) and only
+    when needed; the lock file is the one dagster-dbt's preparer uses.
+    """
+    if _manifest_is_stale(project):
+        project.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(project.manifest_path.with_suffix(".concurrent-update-lock")).acquire(timeout=300):
+            if _manifest_is_stale(project):
+                cli = DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
+                cli.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project
+
+
+class Translator(DagsterDbtTranslator):
+    """dbt assets grouped by their models/ folder (staging, marts); tests become asset checks."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return group_from_dbt_resource_props_fallback_to_directory(dbt_resource_props)
+
+
+dbt_project = prepare(DbtProject(project_dir=warehouse.DBT_PROJECT_DIR, profiles_dir=warehouse.DBT_PROJECT_DIR))
+translator = Translator()
+dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+
+_ENV_LOCK = threading.Lock()
+LOCK_RETRIES = 5
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    # DbtCliResource.cli copies os.environ into the dbt subprocess and takes no env argument.
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, old in saved.items():
+                if old is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = old
+
+
+def run_dbt(
+    dbt: DbtCliResource,
+    settings: Settings,
+    args: Sequence[str],
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    manifest: Path | None = None,
+) -> DbtCliInvocation:
+    """`dbt <args>` with the ANALYTICS_DBT_* variables of `settings` (which warehouse, which target).
+
+    Tests run with cautious indirect selection: only those whose every parent is built in this run
+    (the day-reconciliation test reads staging and the day rollups: the minute job builds only one).
+    """
+    if settings.warehouse_target == "duckdb":
+        warehouse.connect(settings).close()  # installs the DuckDB extensions dbt loads, creates the raw tables
+    selection = os.environ.get("DBT_INDIRECT_SELECTION", "cautious")
+    env = {"DBT_INDIRECT_SELECTION": selection, **warehouse.dbt_env(settings)}
+    with _environment(env):
+        if manifest is None:
+            return dbt.cli(args, context=context)
+        return dbt.cli(args, context=context, manifest=manifest, dagster_dbt_translator=translator)
+
+
+def _lock_conflict(invocation: DbtCliInvocation) -> bool:
+    try:
+        results = invocation.get_artifact("run_results.json")["results"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(r.get("status") == "error" and LOCK_MESSAGE in (r.get("message") or "") for r in results)
+
+
+def stream(invocation: DbtCliInvocation) -> Iterator[Any]:
+    """The invocation's Dagster events; its target folder is removed after success (failures keep theirs).
+
+    dagster-dbt gives every invocation its own target/<op>-<run>-<id>/ folder: a minute schedule
+    would leave 1,440 of them a day. A model that failed on a SQLite-catalog lock conflict with a
+    loader commit (analytics_core/dbt.py) makes Dagster retry the step: every model can run again.
+    """
+    try:
+        yield from invocation.stream()
+    except DagsterDbtCliRuntimeError as exc:
+        if _lock_conflict(invocation):
+            raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=2.0) from exc
+        raise
+    shutil.rmtree(invocation.target_path, ignore_errors=True)
