@@ -86,7 +86,8 @@ def connect(settings: Settings, create: bool = True, read_only: bool = False) ->
     load_extensions(con, postgres)
     con.execute("SET TimeZone = 'UTC'")  # ts::DATE must be the UTC day whatever the host's zone
     options = f"DATA_PATH '{data}'" + (", READ_ONLY" if read_only else "")
-    con.execute(f"ATTACH '{catalog_uri(settings)}' AS {settings.warehouse_alias} ({options})")
+    uri = catalog_uri(settings).replace("'", "''")  # a libpq DSN may quote values: password='a b'
+    con.execute(f"ATTACH '{uri}' AS {settings.warehouse_alias} ({options})")
     if create and not read_only:
         create_tables(con, settings.warehouse_alias)
     return con

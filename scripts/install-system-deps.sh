@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system programs the local stack needs (Java 17+, Maven, redis-server) when missing.
+# Installs the system programs the local stack needs (Java 17+, Maven, redis-server) and the PostgreSQL
+# server the DuckLake PostgreSQL-catalog test starts (tests/postgres.py) when missing.
 # Debian/Ubuntu only; needs root or sudo. Does nothing when everything is already there.
 set -euo pipefail
 
@@ -7,6 +8,15 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Debian keeps initdb, pg_ctl and postgres in /usr/lib/postgresql/<version>/bin, off PATH.
+has_postgres() {
+  local dir
+  for dir in /usr/local/bin /usr/lib/postgresql/*/bin; do
+    [[ -x $dir/initdb && -x $dir/pg_ctl && -x $dir/postgres ]] && return 0
+  done
+  command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+has_postgres || missing+=(postgresql)
 
 if ((${#missing[@]} == 0)); then
   exit 0
