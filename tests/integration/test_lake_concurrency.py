@@ -30,12 +30,11 @@ def _load(settings: Settings, out: Any) -> None:
     out.put(("loader", started, time.time(), stats.loaded, stats.batches))
 
 
-def _read(settings: Settings, seconds: float, out: Any) -> None:
-    """Query raw events and the rollups over and over; any error ends the loop and is reported."""
+def _read(settings: Settings, stop: Any, out: Any) -> None:
+    """Query raw events and the rollups over and over until told to stop; an error ends the loop and is reported."""
     con = warehouse.connect(settings, create=False)
     counts, rollup_reads, error = [], 0, None
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while not stop.is_set():
         try:
             counts.append(con.execute(f"SELECT count(*) FROM {settings.warehouse_alias}.raw_events").fetchone()[0])
             try:
@@ -64,7 +63,8 @@ def test_loader_dbt_and_a_reader_share_the_lake(own_topics: Settings, tmp_path: 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     loader = ctx.Process(target=_load, args=(settings, out))
-    reader = ctx.Process(target=_read, args=(settings, 25.0, out))
+    stop = ctx.Event()
+    reader = ctx.Process(target=_read, args=(settings, stop, out))
     loader.start()
     reader.start()
     time.sleep(1.0)
@@ -73,6 +73,8 @@ def test_loader_dbt_and_a_reader_share_the_lake(own_topics: Settings, tmp_path: 
         started = time.time()
         run_dbt(settings, "build", "--exclude-resource-type", "unit_test")
         builds.append((started, time.time()))
+    time.sleep(1.0)  # let the reader see the rollups the last build committed
+    stop.set()
     results = {r[0]: r for r in (out.get(timeout=120), out.get(timeout=120))}
     loader.join(30)
     reader.join(30)

@@ -62,7 +62,7 @@ def day_rollups(settings: Settings) -> dict[tuple[str, str, str, str], float]:
     rows = lake_query(
         settings,
         "SELECT strftime(window_start, '%Y-%m-%d'), tenant_id, metric,"
-        f" dimension_set || ':' || country || '/' || device, value FROM {lake}.fct_metrics_day"
+        " dimension_set || ':' || country || '/' || device, value FROM {lake}.fct_metrics_day"
         " WHERE dimension_set IN ('', 'country', 'device')",
     )
     return {(d, t, m, k): v for d, t, m, k, v in rows}
