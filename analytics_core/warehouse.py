@@ -34,11 +34,13 @@ def sqlite_catalog_path(settings: Settings) -> Path:
 
 
 def data_path(settings: Settings) -> Path:
-    return (
+    """Absolute: the catalog stores the path, and dbt attaches from dbt_project/, not the repo root."""
+    path = (
         Path(settings.warehouse_data_path).expanduser()
         if settings.warehouse_data_path
         else settings.warehouse_path / "data"
     )
+    return path.resolve()
 
 
 def _extension_file(module: ModuleType, name: str) -> Path:

@@ -1,13 +1,11 @@
 """BigQuery as the loader's warehouse: each batch lands exactly once, keyed on its Kafka position.
 
-How the loader plugs it in, when `settings.warehouse_target == "bigquery"`: `writer =
-BigQueryWriter(settings)` and `writer.ensure_tables()` instead of `warehouse.connect(settings)`;
-`writer.stored_offsets(topic)` wherever `offsets.stored_offsets(con, alias, topic)` is called (assign,
-re-seek); `writer.write_batch(rows, topic, next_offsets)` wherever `offsets.commit_batch(con, alias,
-topic, rows, expected, next_offsets)` is (it may run on the writer thread); no compaction. It never
-raises `Fenced` (`expected` is not needed): a zombie's batch is harmless, since rows already present
-are skipped and offsets only move forward. Invalid JSON in `properties` fails the batch (PARSE_JSON):
-the loader must dead-letter such rows first, as it does on DuckDB's ConversionException.
+The loader uses it when `settings.warehouse_target == "bigquery"`, through `BigQuerySink` (loaders/sinks.py):
+`ensure_tables()` once at start instead of `warehouse.connect`, `stored_offsets(topic)` on assignment and
+for `analytics loader --lag`, `write_batch(rows, topic, next_offsets)` on the writer thread; no compaction.
+It never raises `Fenced` (`expected` is not needed): a zombie's batch is harmless, since rows already
+present are skipped and offsets only move forward. Invalid JSON in `properties` would fail the whole
+batch (PARSE_JSON), so the sink dead-letters such rows before they get here.
 
 Per batch: the rows go to their own staging table by a Parquet load job (explicit schema), then one
 transaction inserts the rows whose (_kafka_partition, _kafka_offset) raw_events lacks and moves

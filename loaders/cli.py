@@ -19,7 +19,7 @@ def run_loader(
     ] = None,
     lag: Annotated[bool, typer.Option("--lag", help="Print per-partition stored offsets and lag, then exit.")] = False,
 ) -> None:
-    """Load tracking.events into the DuckLake warehouse: micro-batches, offsets in the same commit."""
+    """Load tracking.events into the warehouse (DuckLake, or BigQuery): micro-batches, offsets in the same commit."""
     settings = get_settings()
     console = Console(stderr=True)
     if lag:

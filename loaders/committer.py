@@ -2,22 +2,29 @@
 
 `expected` holds, per owned partition, the next offset as stored in the warehouse: what fencing
 checks, where a fenced loader re-seeks, and (with the batch in flight) where the open batch goes on.
-Decoding and dead letters happen on the calling (main) thread, the INSERT + commit on the writer
-thread (loaders/writer.py), and each result is taken back on the main thread by `settle()`.
+Decoding and dead letters happen on the calling (main) thread, the commit on the writer thread
+(loaders/writer.py), and each result is taken back on the main thread by `settle()`. The warehouse is
+a sink (loaders/sinks.py): DuckLake, defined here, or BigQuery.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import duckdb
+import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from loaders.batching import Batch
+from loaders import compaction
+from loaders.batching import Batch, Record
 from loaders.decoding import BatchDecoder
 from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
 from loaders.writer import BatchWriter, PendingBatch
+
+if TYPE_CHECKING:
+    from loaders.sinks import WarehouseSink
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +39,66 @@ class LoaderStats:
     partitions: dict[int, int] = field(default_factory=dict)
 
 
+class DuckLakeSink:
+    """DuckLake behind the WarehouseSink seam: fenced commits, invalid JSON found by the INSERT, compaction.
+
+    It lives here, not in loaders/sinks.py, because its commit is this module's `commit_batch`, the
+    name tests replace to make a commit fail or race another loader.
+    """
+
+    compacts = True
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, alias: str, topic: str) -> None:
+        self.con, self.alias, self.topic = con, alias, topic
+        # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
+        # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
+        con.execute("SET threads = 1")
+        # cursor(): the same DuckDB instance and attached lake with transactions of its own, so the
+        # main thread can read offsets on `con` while a commit runs.
+        self._writer_con = con.cursor()
+
+    def stored_offsets(self) -> dict[int, int]:
+        return stored_offsets(self.con, self.alias, self.topic)
+
+    def check(self, rows: pa.Table, records: list[Record], decoder: BatchDecoder) -> pa.Table:
+        return rows  # the INSERT validates the JSON itself; what it refuses is salvaged afterwards
+
+    def commit(self, rows: pa.Table, expected: dict[int, int], next_offsets: dict[int, int]) -> None:
+        commit_batch(self._writer_con, self.alias, self.topic, rows, expected, next_offsets)
+
+    def salvage(
+        self, exc: BaseException, rows: pa.Table, records: list[Record], decoder: BatchDecoder
+    ) -> pa.Table | None:
+        if not isinstance(exc, duckdb.ConversionException):
+            return None
+        # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest.
+        return decoder.drop_invalid_json(self.con, rows, records)
+
+    def compact(self) -> bool:
+        return compaction.compact(self.con, self.alias)
+
+    def close(self) -> None:
+        self._writer_con.close()
+        try:
+            self.con.close()
+        except duckdb.Error as exc:
+            log.warning("closing the warehouse: %s", exc)
+
+
 class BatchCommitter:
     """Decodes the open batch, commits it through the writer thread, accounts for the result."""
 
     def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        alias: str,
-        topic: str,
-        consumer: Consumer,
-        decoder: BatchDecoder,
-        dlq: Producer,
-        batch: Batch,
+        self, sink: WarehouseSink, consumer: Consumer, decoder: BatchDecoder, dlq: Producer, batch: Batch
     ) -> None:
-        self.con, self.alias, self.topic = con, alias, topic
+        self.sink, self.topic = sink, sink.topic
         self.consumer, self.decoder, self.dlq, self.batch = consumer, decoder, dlq, batch
         self.expected: dict[int, int] = {}
         self.stats = LoaderStats()
-        # cursor(): the same DuckDB instance and attached lake with transactions of its own, so the
-        # main thread can read offsets on `con` while a commit runs.
-        self._writer_con = con.cursor()
         self.writer = BatchWriter(self._commit)
 
     def _commit(self, b: PendingBatch) -> None:  # on the writer thread
-        commit_batch(self._writer_con, self.alias, self.topic, b.rows, b.expected, b.next_offsets)
+        self.sink.commit(b.rows, b.expected, b.next_offsets)
 
     def position(self) -> dict[int, int]:
         """Per partition, the offset the open batch continues from: stored, or past the batch in flight."""
@@ -77,7 +120,7 @@ class BatchCommitter:
             return
         records, next_offsets = self.batch.records, dict(self.batch.next_offsets)
         self.batch.clear()
-        rows = self.decoder.decode(records)
+        rows = self.sink.check(self.decoder.decode(records), records, self.decoder)
         self._ack_dead_letters()
         if self.settle():  # else the batch before was fenced: this one, read after it, is dropped too
             self.writer.submit(PendingBatch(records, rows, dict(self.expected), next_offsets))
@@ -88,14 +131,13 @@ class BatchCommitter:
         if done is None:
             return True
         batch, exc = done
-        if isinstance(exc, duckdb.ConversionException):
-            # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest
-            # (here: the writer is idle, and this is rare).
-            rows = self.decoder.drop_invalid_json(self.con, batch.rows, batch.records)
+        rows = None if exc is None else self.sink.salvage(exc, batch.rows, batch.records, self.decoder)
+        if rows is not None:
+            # Commit what the sink kept, here: the writer is idle, and this is rare.
             self._ack_dead_letters()
             batch = PendingBatch(batch.records, rows, batch.expected, batch.next_offsets)
             try:
-                commit_batch(self.con, self.alias, self.topic, rows, batch.expected, batch.next_offsets)
+                self.sink.commit(rows, batch.expected, batch.next_offsets)
                 exc = None
             except Fenced as fenced:
                 exc = fenced
@@ -132,7 +174,7 @@ class BatchCommitter:
             raise RuntimeError("dead letters not acknowledged by Kafka; batch not committed")
 
     def _reseek(self) -> None:
-        stored = stored_offsets(self.con, self.alias, self.topic)
+        stored = self.sink.stored_offsets()
         for part in list(self.expected):
             self.expected[part] = stored.get(part, NO_OFFSET)
             try:
@@ -141,5 +183,6 @@ class BatchCommitter:
                 log.warning("seek partition %s: %s", part, exc)
 
     def close(self) -> None:
+        """Stop the writer thread (a commit in flight ends first), then close the sink."""
         self.writer.close()
-        self._writer_con.close()
+        self.sink.close()

@@ -68,12 +68,12 @@ class BatchDecoder:
 
     def drop_invalid_json(self, con: duckdb.DuckDBPyConnection, rows: pa.Table, records: list[Record]) -> pa.Table:
         """Rows whose properties DuckDB accepts as JSON; the others are dead-lettered (schema_violation)."""
-        con.register("_loader_check", rows)
-        try:
-            sql = "SELECT _kafka_partition, _kafka_offset FROM _loader_check WHERE NOT json_valid(properties)"
-            invalid = {(int(p), int(o)) for p, o in con.execute(sql).fetchall()}
-        finally:
-            con.unregister("_loader_check")
+        return self.drop_invalid_json_at(rows, records, invalid_json(con, rows))
+
+    def drop_invalid_json_at(self, rows: pa.Table, records: list[Record], invalid: set[tuple[int, int]]) -> pa.Table:
+        """Rows not at the (partition, offset) positions in `invalid`; those are dead-lettered as invalid JSON."""
+        if not invalid:
+            return rows
         by_position = {(r.partition(), r.offset()): r for r in records}
         for key in sorted(invalid):
             record = by_position[key]
@@ -97,3 +97,13 @@ class BatchDecoder:
         key: Any = record.key()
         self.dlq.produce(self.dlq_topic, letter.to_json(), key)
         self.dead_lettered += 1
+
+
+def invalid_json(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> set[tuple[int, int]]:
+    """(partition, offset) of the rows whose properties DuckDB's JSON parser refuses; any connection will do."""
+    con.register("_loader_check", rows)
+    try:
+        sql = "SELECT _kafka_partition, _kafka_offset FROM _loader_check WHERE NOT json_valid(properties)"
+        return {(int(p), int(o)) for p, o in con.execute(sql).fetchall()}
+    finally:
+        con.unregister("_loader_check")

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from analytics_core import warehouse
 from analytics_core.clients import kafka_consumer
 from analytics_core.settings import Settings
 from analytics_core.topics import Topics
-from loaders.offsets import NO_OFFSET, PartitionLag, stored_offsets
+from loaders.offsets import NO_OFFSET, PartitionLag
+from loaders.sinks import open_sink
 
 
-def loader_lag(settings: Settings, timeout: float = 10.0) -> list[PartitionLag]:
-    """Stored offset (the warehouse's, the source of truth) and high watermark of each partition."""
+def loader_lag(settings: Settings, timeout: float = 10.0, bigquery_client: Any = None) -> list[PartitionLag]:
+    """Stored offset (the warehouse's, the source of truth) and high watermark of each partition.
+
+    `bigquery_client` replaces the client built from the settings (tests).
+    """
     topic = Topics.from_settings(settings).events
-    con = warehouse.connect(settings)
+    sink = open_sink(settings, topic, bigquery_client)  # the loader's warehouse, DuckLake or BigQuery
     try:
-        stored = stored_offsets(con, settings.warehouse_alias, topic)
+        stored = sink.stored_offsets()
     finally:
-        con.close()
+        sink.close()
     client = kafka_consumer(settings, f"loader.lag.{uuid.uuid4().hex}")  # never joins: only metadata calls
     try:
         meta = client.list_topics(topic, timeout=timeout).topics[topic]

@@ -1,4 +1,4 @@
-"""The warehouse loader: tracking.events → DuckLake raw_events in micro-batches, offsets in the same commit."""
+"""The warehouse loader: tracking.events → raw_events in micro-batches, offsets in the same commit (see sinks.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import duckdb
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from analytics_core import warehouse
 from analytics_core.clients import kafka_consumer, kafka_producer
 from analytics_core.registry import schema_store
 from analytics_core.settings import Settings
 from analytics_core.topics import LOADER_GROUP, Topics
-from loaders import compaction
 from loaders.batching import Batch
 from loaders.committer import BatchCommitter, LoaderStats
 from loaders.decoding import BatchDecoder
-from loaders.offsets import NO_OFFSET, stored_offsets
+from loaders.offsets import NO_OFFSET
+from loaders.sinks import WarehouseSink, open_sink
 
 __all__ = ["LoaderStats", "WarehouseLoader", "loader_group"]
 log = logging.getLogger(__name__)
@@ -55,18 +53,18 @@ def loader_group(settings: Settings) -> str:
 class WarehouseLoader:
     """One loader process; several share the partitions of tracking.events through the consumer group.
 
-    The main thread consumes, batches and decodes; a batch's INSERT + commit runs on the writer thread
+    The main thread consumes, batches and decodes; a batch's commit runs on the writer thread
     while the next batch is read (loaders/committer.py, loaders/writer.py).
     """
 
-    def __init__(self, settings: Settings, consumer_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, consumer_overrides: dict[str, Any] | None = None, bigquery_client: Any = None
+    ) -> None:
+        """`bigquery_client` replaces the client BigQueryWriter builds from the settings (tests)."""
         self.settings = settings
         self.topics = Topics.from_settings(settings)
-        self.alias = settings.warehouse_alias
-        self.con = warehouse.connect(settings)
-        # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
-        # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
-        self.con.execute("SET threads = 1")
+        # settings.warehouse_target decides: DuckLake (attached here) or BigQuery (tables ensured here).
+        self.sink: WarehouseSink = open_sink(settings, self.topics.events, bigquery_client)
         self._store = schema_store(settings)
         self.consumer: Consumer = kafka_consumer(
             settings, loader_group(settings), {**CONSUMER_CONFIG, **(consumer_overrides or {})}
@@ -74,9 +72,7 @@ class WarehouseLoader:
         self.dlq: Producer = kafka_producer(settings)
         self.batch = Batch(settings.loader_batch_events, settings.loader_batch_seconds)
         decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq)
-        self.committer = BatchCommitter(
-            self.con, self.alias, self.topics.events, self.consumer, decoder, self.dlq, self.batch
-        )
+        self.committer = BatchCommitter(self.sink, self.consumer, decoder, self.dlq, self.batch)
         self._stop = False
         self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here
         self._last_compaction = time.monotonic()
@@ -95,7 +91,7 @@ class WarehouseLoader:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Eager rebalancing: every partition was revoked (and the writer drained) before this.
-        stored = stored_offsets(self.con, self.alias, self.topics.events)
+        stored = self.sink.stored_offsets()
         if self.assigned_at is None:
             self.assigned_at = time.monotonic()
         for tp in partitions:
@@ -176,11 +172,11 @@ class WarehouseLoader:
 
     def _maybe_compact(self) -> None:
         every = self.settings.loader_compact_every_s
-        if every <= 0 or time.monotonic() - self._last_compaction < every:
+        if every <= 0 or not self.sink.compacts or time.monotonic() - self._last_compaction < every:
             return
         self._last_compaction = time.monotonic()
         self.committer.settle()  # a commit in flight would conflict with compaction's transaction
-        if compaction.compact(self.con, self.alias):
+        if self.sink.compact():
             self.stats.compactions += 1
 
     def close(self) -> None:
@@ -191,8 +187,4 @@ class WarehouseLoader:
             close = getattr(self._store, "close", None)
             if close is not None:
                 close()
-            self.committer.close()
-            try:
-                self.con.close()
-            except duckdb.Error as exc:
-                log.warning("closing the warehouse: %s", exc)
+            self.committer.close()  # and the sink

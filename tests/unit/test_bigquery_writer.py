@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlglot
 from google.api_core.exceptions import BadRequest
@@ -22,6 +19,7 @@ from bench.events import iter_events
 from loaders import bigquery_writer
 from loaders.bigquery_writer import BigQueryWriter
 from loaders.columnar import decode_columns
+from tests.fake_bigquery import FakeClient, FakeJob, params
 
 PROJECT, DATASET = "acme-analytics", "events_ds"
 
@@ -30,51 +28,6 @@ def rows(n: int, partition: int, first: int) -> pa.Table:
     table, _ = decode_columns([EventSerializer(1)(e) for e in iter_events(n)], {1})
     table = table.append_column("_kafka_partition", pa.array([partition] * n, pa.int32()))
     return table.append_column("_kafka_offset", pa.array(range(first, first + n), pa.int64()))
-
-
-@dataclass
-class FakeJob:
-    rows: list[Any] = field(default_factory=list)
-    error: Exception | None = None
-
-    def result(self) -> list[Any]:
-        if self.error is not None:
-            raise self.error
-        return self.rows
-
-
-@dataclass
-class FakeClient:
-    """Records every call; `query_results`/`load_error` script what the jobs answer."""
-
-    project: str = "default-project"
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    query_results: list[FakeJob] = field(default_factory=list)
-    load_error: Exception | None = None
-    loaded: list[pa.Table] = field(default_factory=list)
-
-    def create_dataset(self, dataset: bigquery.Dataset, exists_ok: bool = False) -> None:
-        self.calls.append(("create_dataset", (dataset, exists_ok)))
-
-    def create_table(self, table: bigquery.Table) -> None:
-        self.calls.append(("create_table", table))
-
-    def delete_table(self, table: str, not_found_ok: bool = False) -> None:
-        self.calls.append(("delete_table", (table, not_found_ok)))
-
-    def load_table_from_file(self, file_obj: io.BytesIO, destination: str, **kwargs: Any) -> FakeJob:
-        if kwargs.get("rewind"):
-            file_obj.seek(0)
-        self.loaded.append(pq.read_table(file_obj))
-        self.calls.append(("load", (destination, kwargs)))
-        return FakeJob(error=self.load_error)
-
-    def query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, **kwargs: Any) -> FakeJob:
-        self.calls.append(("query", (sql, job_config, kwargs)))
-        return self.query_results.pop(0) if self.query_results else FakeJob()
-
-    def named(self, name: str) -> list[Any]:
-        return [args for call, args in self.calls if call == name]
 
 
 def settings(**overrides: Any) -> Settings:
@@ -90,11 +43,6 @@ def client() -> FakeClient:
 @pytest.fixture()
 def writer(client: FakeClient) -> BigQueryWriter:
     return BigQueryWriter(settings(), client=client)
-
-
-def params(job_config: bigquery.QueryJobConfig) -> dict[str, Any]:
-    array = bigquery.ArrayQueryParameter
-    return {p.name: p.values if isinstance(p, array) else p.value for p in job_config.query_parameters}
 
 
 EXPECTED_FIELDS = [

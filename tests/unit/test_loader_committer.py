@@ -17,7 +17,7 @@ from analytics_core.settings import Settings
 from bench.events import iter_events
 from loaders import committer as committer_module
 from loaders.batching import Batch
-from loaders.committer import BatchCommitter
+from loaders.committer import BatchCommitter, DuckLakeSink
 from loaders.decoding import BatchDecoder
 from loaders.offsets import commit_batch, stored_offsets
 
@@ -74,9 +74,9 @@ def lake(tmp_path: Path) -> Settings:
 
 
 def make(lake: Settings) -> tuple[BatchCommitter, FakeConsumer, Batch]:
-    con, consumer, batch = warehouse.connect(lake), FakeConsumer(), Batch(10, 60.0)
+    sink, consumer, batch = DuckLakeSink(warehouse.connect(lake), "lake", TOPIC), FakeConsumer(), Batch(10, 60.0)
     decoder = BatchDecoder(Store(), NoDeadLetters(), "dlq")  # type: ignore[arg-type]
-    committer = BatchCommitter(con, "lake", TOPIC, consumer, decoder, NoDeadLetters(), batch)  # type: ignore[arg-type]
+    committer = BatchCommitter(sink, consumer, decoder, NoDeadLetters(), batch)  # type: ignore[arg-type]
     committer.expected.update({0: -1, 1: -1})
     return committer, consumer, batch
 
@@ -85,8 +85,13 @@ def read(batch: Batch, committer: BatchCommitter, partition: int, first: int, n:
     batch.add([Rec(partition, o) for o in range(first, first + n)], committer.position())
 
 
+def lake_con(committer: BatchCommitter) -> Any:
+    assert isinstance(committer.sink, DuckLakeSink)
+    return committer.sink.con
+
+
 def rows(committer: BatchCommitter) -> int:
-    row = committer.con.execute("SELECT count(*) FROM lake.raw_events").fetchone()
+    row = lake_con(committer).execute("SELECT count(*) FROM lake.raw_events").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -98,7 +103,7 @@ def test_the_next_batch_is_read_while_one_commits_then_both_land(lake: Settings)
     read(batch, committer, 0, 10, 10)  # goes on from the batch in flight, not from the stored offsets
     assert len(batch) == 10
     committer.flush()
-    assert stored_offsets(committer.con, "lake", TOPIC) == {0: 20} and committer.expected[0] == 20
+    assert stored_offsets(lake_con(committer), "lake", TOPIC) == {0: 20} and committer.expected[0] == 20
     assert rows(committer) == 20 and committer.stats.batches == 2 and consumer.commits == [{0: 10}, {0: 20}]
     committer.close()
 
@@ -122,7 +127,7 @@ def test_a_failed_commit_surfaces_and_nothing_read_after_it_is_committed(
     committer.abandon()
     committer.flush()  # what closing the consumer does (revoke): nothing is left to commit
     assert calls == [{0: 10}] and committer.writer.pending is None and len(batch) == 0
-    assert stored_offsets(committer.con, "lake", TOPIC) == {} and rows(committer) == 0 and consumer.commits == []
+    assert stored_offsets(lake_con(committer), "lake", TOPIC) == {} and rows(committer) == 0 and consumer.commits == []
     committer.close()
 
 

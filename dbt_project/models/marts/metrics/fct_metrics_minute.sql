@@ -1,3 +1,5 @@
+-- sqlfluff:ignore:parsing
+-- (sqlfluff's DuckDB grammar does not know the GROUPING SETS the macro generates)
 -- Minute buckets for the last `minute_retention_days` days: live dashboards and time zones with
 -- :30/:45 offsets. Older minutes are deleted after each build.
 {{ config(
