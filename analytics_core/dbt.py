@@ -21,9 +21,26 @@ from analytics_core.settings import Settings
 LOCK_MESSAGE = "database is locked"
 
 
+def venv_tool(name: str) -> str:
+    """The tool installed beside this Python (the venv's bin/ need not be on PATH), else `name` from PATH."""
+    path = Path(sys.executable).with_name(name)
+    return str(path) if path.exists() else name
+
+
+def prepare_warehouse(settings: Settings) -> None:
+    """What dbt's duckdb profile needs first: the extensions installed, the raw tables created."""
+    if settings.warehouse_target == "duckdb":
+        warehouse.connect(settings).close()
+
+
+def lock_failures(results: list[dict]) -> int:
+    """Nodes of a dbt run_results.json that failed only because the catalog was locked."""
+    return sum(1 for r in results if r.get("status") == "error" and LOCK_MESSAGE in (r.get("message") or ""))
+
+
 def dbt_command(args: list[str], target_path: Path | None = None, log_path: Path | None = None) -> list[str]:
     folder = str(warehouse.DBT_PROJECT_DIR)
-    command = [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", folder, "--profiles-dir", folder]
+    command = [venv_tool("dbt"), *args, "--project-dir", folder, "--profiles-dir", folder]
     if target_path:
         command += ["--target-path", str(target_path)]
     if log_path:
@@ -33,10 +50,9 @@ def dbt_command(args: list[str], target_path: Path | None = None, log_path: Path
 
 def _lock_failures(target_path: Path) -> int:
     try:
-        results = json.loads((target_path / "run_results.json").read_text())["results"]
+        return lock_failures(json.loads((target_path / "run_results.json").read_text())["results"])
     except (OSError, ValueError, KeyError):
         return 0
-    return sum(1 for r in results if r.get("status") == "error" and LOCK_MESSAGE in (r.get("message") or ""))
 
 
 def run_dbt(
@@ -48,8 +64,7 @@ def run_dbt(
     retries: int = 5,
 ) -> subprocess.CompletedProcess[str]:
     """`dbt ARGS` on the project; lock conflicts are retried with `dbt retry`, output joined."""
-    if settings.warehouse_target == "duckdb":
-        warehouse.connect(settings).close()  # installs the DuckDB extensions, creates the raw tables
+    prepare_warehouse(settings)
     env = {**os.environ, **warehouse.dbt_env(settings)}
     target = target_path or warehouse.DBT_PROJECT_DIR / "target"
     done = subprocess.run(
@@ -72,8 +87,8 @@ def main() -> None:
     from analytics_core.settings import get_settings
 
     settings = get_settings()
-    warehouse.connect(settings).close()
-    tool = str(Path(sys.executable).with_name(sys.argv[1]))
+    warehouse.connect(settings).close()  # .sqlfluff renders with the duckdb target whatever the settings say
+    tool = venv_tool(sys.argv[1])
     env = {**os.environ, **warehouse.dbt_env(settings)}
     raise SystemExit(subprocess.run([tool, *sys.argv[2:]], cwd=warehouse.DBT_PROJECT_DIR, env=env).returncode)
 

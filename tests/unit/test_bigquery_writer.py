@@ -13,21 +13,13 @@ from google.cloud.bigquery.table import Row
 from sqlglot import exp
 
 from analytics_core.events import _BIGQUERY_TYPES, FIELDS
-from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
-from bench.events import iter_events
 from loaders import bigquery_writer
 from loaders.bigquery_writer import BigQueryWriter
-from loaders.columnar import decode_columns
 from tests.fake_bigquery import FakeClient, FakeJob, params
+from tests.unit.raw_rows import raw_rows
 
 PROJECT, DATASET = "acme-analytics", "events_ds"
-
-
-def rows(n: int, partition: int, first: int) -> pa.Table:
-    table, _ = decode_columns([EventSerializer(1)(e) for e in iter_events(n)], {1})
-    table = table.append_column("_kafka_partition", pa.array([partition] * n, pa.int32()))
-    return table.append_column("_kafka_offset", pa.array(range(first, first + n), pa.int64()))
 
 
 def settings(**overrides: Any) -> Settings:
@@ -52,7 +44,7 @@ EXPECTED_FIELDS = [
 
 
 def test_batch_is_loaded_with_an_explicit_parquet_schema(writer: BigQueryWriter, client: FakeClient) -> None:
-    writer.write_batch(rows(20, 3, 100), "tracking.events", {3: 120})
+    writer.write_batch(raw_rows(20, 3, 100), "tracking.events", {3: 120})
     (destination, kwargs) = client.named("load")[0]
     config: bigquery.LoadJobConfig = kwargs["job_config"]
     assert [(f.name, f.field_type, f.mode) for f in config.schema] == EXPECTED_FIELDS
@@ -82,7 +74,7 @@ def statements(sql: str) -> list[exp.Expression]:
 def test_transaction_inserts_unseen_positions_and_merges_every_partition(
     writer: BigQueryWriter, client: FakeClient
 ) -> None:
-    batch = pa.concat_tables([rows(5, 0, 40), rows(5, 2, 7)])
+    batch = pa.concat_tables([raw_rows(5, 0, 40), raw_rows(5, 2, 7)])
     writer.write_batch(batch, "tracking.events", {0: 45, 2: 12})
     ((sql, job_config, kwargs),) = client.named("query")
     assert sql.startswith("BEGIN TRANSACTION;") and sql.rstrip().endswith("COMMIT TRANSACTION;")
@@ -105,7 +97,7 @@ def test_transaction_inserts_unseen_positions_and_merges_every_partition(
 
 
 def test_identifiers_are_quoted_and_values_are_parameters(writer: BigQueryWriter, client: FakeClient) -> None:
-    writer.write_batch(rows(3, 5, 987_654), "tracking.events", {5: 987_657})
+    writer.write_batch(raw_rows(3, 5, 987_654), "tracking.events", {5: 987_657})
     writer.stored_offsets("tracking.events")
     for sql, job_config, _ in client.named("query"):
         assert "tracking.events" not in sql and "987" not in sql
@@ -127,7 +119,7 @@ def test_offsets_only_move_forward(writer: BigQueryWriter) -> None:
 def test_failed_load_moves_no_offset(writer: BigQueryWriter, client: FakeClient) -> None:
     client.load_error = BadRequest("Error while reading data")
     with pytest.raises(BadRequest):
-        writer.write_batch(rows(4, 1, 0), "tracking.events", {1: 4})
+        writer.write_batch(raw_rows(4, 1, 0), "tracking.events", {1: 4})
     assert client.named("query") == []
     (destination, _), *_ = client.named("load")
     assert client.named("delete_table") == [(destination, True)]
@@ -139,17 +131,17 @@ def test_concurrent_abort_is_retried_and_other_errors_are_not(
     monkeypatch.setattr(bigquery_writer.time, "sleep", lambda _: None)
     aborted = BadRequest("Transaction is aborted due to concurrent update against table raw_events")
     client.query_results = [FakeJob(error=aborted), FakeJob()]
-    writer.write_batch(rows(2, 0, 0), "t", {0: 2})
+    writer.write_batch(raw_rows(2, 0, 0), "t", {0: 2})
     first, second = client.named("query")
     assert first[0] == second[0] and len(client.named("delete_table")) == 1
     client.query_results = [FakeJob(error=BadRequest("JSON parsing error in row starting at position 0"))]
     with pytest.raises(BadRequest, match="JSON"):
-        writer.write_batch(rows(2, 0, 2), "t", {0: 4})
+        writer.write_batch(raw_rows(2, 0, 2), "t", {0: 4})
     assert len(client.named("delete_table")) == 2
 
 
 def test_empty_batch_only_moves_offsets(writer: BigQueryWriter, client: FakeClient) -> None:
-    writer.write_batch(rows(1, 0, 0).slice(0, 0), "t", {0: 9})  # everything was dead-lettered
+    writer.write_batch(raw_rows(1, 0, 0).slice(0, 0), "t", {0: 9})  # everything was dead-lettered
     assert client.named("load") == [] and client.named("create_table") == []
     ((sql, job_config, _),) = client.named("query")
     assert [type(s) for s in statements(sql)] == [exp.Transaction, exp.Merge, exp.Commit]

@@ -5,7 +5,6 @@ everything read after the batch concerned, and the Kafka positions follow the st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,11 +65,6 @@ class NoDeadLetters:
 class Store:
     def ids_for(self, subject: str) -> set[int]:
         return {1}
-
-
-@pytest.fixture()
-def lake(tmp_path: Path) -> Settings:
-    return Settings(warehouse_path=tmp_path / "wh", _env_file=None)  # type: ignore[call-arg]
 
 
 def make(lake: Settings) -> tuple[BatchCommitter, FakeConsumer, Batch]:

@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
 
 from analytics_core import warehouse
-from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
-from bench.events import iter_events
-from loaders.columnar import decode_columns
 from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
-
-
-def rows(n: int, partition: int, first: int) -> pa.Table:
-    values = [EventSerializer(1)(e) for e in iter_events(n)]
-    table, _ = decode_columns(values, {1})
-    table = table.append_column("_kafka_partition", pa.array([partition] * n, pa.int32()))
-    return table.append_column("_kafka_offset", pa.array(range(first, first + n), pa.int64()))
-
-
-@pytest.fixture()
-def lake(tmp_path: Path) -> Settings:
-    return Settings(warehouse_path=tmp_path / "wh", _env_file=None)  # type: ignore[call-arg]
+from tests.unit.raw_rows import raw_rows
 
 
 def test_commit_moves_offsets_with_rows_and_fences_a_stale_writer(lake: Settings) -> None:
     a, b = warehouse.connect(lake), warehouse.connect(lake)
     assert stored_offsets(a, "lake", "t") == {}
-    commit_batch(a, "lake", "t", rows(10, 0, 0), {}, {0: 10})
+    commit_batch(a, "lake", "t", raw_rows(10, 0, 0), {}, {0: 10})
     assert stored_offsets(b, "lake", "t") == {0: 10}
     # b still believes partition 0 is unloaded: its batch must be refused, not added.
     with pytest.raises(Fenced):
-        commit_batch(b, "lake", "t", rows(10, 0, 0), {0: NO_OFFSET}, {0: 10})
-    commit_batch(b, "lake", "t", rows(5, 0, 10), {0: 10}, {0: 15})
-    commit_batch(a, "lake", "t", rows(5, 1, 0), {0: 15}, {1: 5})
+        commit_batch(b, "lake", "t", raw_rows(10, 0, 0), {0: NO_OFFSET}, {0: 10})
+    commit_batch(b, "lake", "t", raw_rows(5, 0, 10), {0: 10}, {0: 15})
+    commit_batch(a, "lake", "t", raw_rows(5, 1, 0), {0: 15}, {1: 5})
     assert stored_offsets(a, "lake", "t") == {0: 15, 1: 5}
     assert a.execute(
         "SELECT count(*), count(DISTINCT (_kafka_partition, _kafka_offset)) FROM lake.raw_events"
@@ -45,7 +29,7 @@ def test_commit_moves_offsets_with_rows_and_fences_a_stale_writer(lake: Settings
 
 def test_a_failed_insert_moves_no_offset(lake: Settings) -> None:
     con = warehouse.connect(lake)
-    broken = rows(3, 0, 0).set_column(10, "properties", pa.array(["{}", "not json", "{}"], pa.large_string()))
+    broken = raw_rows(3, 0, 0).set_column(10, "properties", pa.array(["{}", "not json", "{}"], pa.large_string()))
     with pytest.raises(Exception, match="JSON"):
         commit_batch(con, "lake", "t", broken, {}, {0: 3})
     assert stored_offsets(con, "lake", "t") == {}

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from analytics_core import warehouse
-from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
-from bench.events import iter_events
-from loaders.columnar import decode_columns
 from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
 from loaders.replay import ReplayPlan, parse_utc, rewind_warehouse
+from tests.unit.raw_rows import raw_rows
 
 SINCE = datetime(2026, 11, 25, tzinfo=UTC)
-
-
-def rows(n: int, partition: int, first: int) -> pa.Table:
-    values = [EventSerializer(1)(e) for e in iter_events(n, seed=partition)]
-    table, _ = decode_columns(values, {1})
-    table = table.append_column("_kafka_partition", pa.array([partition] * n, pa.int32()))
-    return table.append_column("_kafka_offset", pa.array(range(first, first + n), pa.int64()))
-
-
-@pytest.fixture()
-def lake(tmp_path: Path) -> Settings:
-    return Settings(warehouse_path=tmp_path / "wh", _env_file=None)  # type: ignore[call-arg]
 
 
 def test_parse_utc_reads_offsets_z_and_naive_times_as_utc() -> None:
@@ -40,8 +24,8 @@ def test_parse_utc_reads_offsets_z_and_naive_times_as_utc() -> None:
 
 def test_rewind_deletes_rows_past_the_offsets_and_moves_the_offsets_back(lake: Settings) -> None:
     con = warehouse.connect(lake)
-    commit_batch(con, "lake", "t", rows(10, 0, 0), {}, {0: 10})
-    commit_batch(con, "lake", "t", rows(8, 1, 0), {}, {1: 8})
+    commit_batch(con, "lake", "t", raw_rows(10, 0, 0, seed=0), {}, {0: 10})
+    commit_batch(con, "lake", "t", raw_rows(8, 1, 0, seed=1), {}, {1: 8})
     [expected_earliest] = con.execute(
         "SELECT min(timestamp) FROM lake.raw_events WHERE (_kafka_partition = 0 AND _kafka_offset >= 6) "
         "OR (_kafka_partition = 1 AND _kafka_offset >= 8)"
@@ -66,7 +50,7 @@ def test_rewind_deletes_rows_past_the_offsets_and_moves_the_offsets_back(lake: S
 
 def test_rewind_never_moves_a_partition_forward(lake: Settings) -> None:
     con = warehouse.connect(lake)
-    commit_batch(con, "lake", "t", rows(5, 0, 0), {}, {0: 5})
+    commit_batch(con, "lake", "t", raw_rows(5, 0, 0, seed=0), {}, {0: 5})
     plan = rewind_warehouse(con, "lake", "t", SINCE, {0: 9})  # the loader has not reached offset 9 yet
     assert plan.offsets == {0: 5} and plan.rows_deleted == 0 and plan.earliest_deleted is None
     assert plan.rebuild_from == SINCE
@@ -75,12 +59,12 @@ def test_rewind_never_moves_a_partition_forward(lake: Settings) -> None:
 
 def test_a_loader_that_loaded_past_the_rewind_is_fenced(lake: Settings) -> None:
     loader, replay = warehouse.connect(lake), warehouse.connect(lake)
-    commit_batch(loader, "lake", "t", rows(10, 0, 0), {}, {0: 10})
+    commit_batch(loader, "lake", "t", raw_rows(10, 0, 0, seed=0), {}, {0: 10})
     rewind_warehouse(replay, "lake", "t", SINCE, {0: 4})
     # The loader still believes partition 0 stands at 10: its next batch must be refused, it re-seeks.
     with pytest.raises(Fenced):
-        commit_batch(loader, "lake", "t", rows(3, 0, 10), {0: 10}, {0: 13})
-    commit_batch(loader, "lake", "t", rows(6, 0, 4), {0: 4}, {0: 10})
+        commit_batch(loader, "lake", "t", raw_rows(3, 0, 10, seed=0), {0: 10}, {0: 13})
+    commit_batch(loader, "lake", "t", raw_rows(6, 0, 4, seed=0), {0: 4}, {0: 10})
     assert loader.execute(
         "SELECT count(*), count(DISTINCT _kafka_offset), min(_kafka_offset), max(_kafka_offset) FROM lake.raw_events"
     ).fetchone() == (10, 10, 0, 9)

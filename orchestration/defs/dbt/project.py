@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from filelock import FileLock
 
 from analytics_core import warehouse
-from analytics_core.dbt import LOCK_MESSAGE
+from analytics_core.dbt import lock_failures, prepare_warehouse, venv_tool
 from analytics_core.settings import Settings
 
 STAGING = "stg_tracking__events"
@@ -29,8 +28,7 @@ REBUILD_SELECT = f"{STAGING} tag:minute tag:hourly"
 
 _SKIP = {"target", "logs", "dbt_packages"}
 # The dbt of this environment (the venv's bin/ is not on PATH when run as .venv/bin/dagster or pytest).
-_VENV_DBT = Path(sys.executable).with_name("dbt")
-DBT_EXECUTABLE = str(_VENV_DBT) if _VENV_DBT.exists() else "dbt"
+DBT_EXECUTABLE = venv_tool("dbt")
 
 
 def _manifest_is_stale(project: DbtProject) -> bool:
@@ -102,8 +100,7 @@ def run_dbt(
     Tests run with cautious indirect selection: only those whose every parent is built in this run
     (the day-reconciliation test reads staging and the day rollups: the minute job builds only one).
     """
-    if settings.warehouse_target == "duckdb":
-        warehouse.connect(settings).close()  # installs the DuckDB extensions dbt loads, creates the raw tables
+    prepare_warehouse(settings)
     selection = os.environ.get("DBT_INDIRECT_SELECTION", "cautious")
     env = {"DBT_INDIRECT_SELECTION": selection, **warehouse.dbt_env(settings)}
     with _environment(env):
@@ -117,7 +114,7 @@ def _lock_conflict(invocation: DbtCliInvocation) -> bool:
         results = invocation.get_artifact("run_results.json")["results"]
     except (OSError, ValueError, KeyError):
         return False
-    return any(r.get("status") == "error" and LOCK_MESSAGE in (r.get("message") or "") for r in results)
+    return lock_failures(results) > 0
 
 
 def stream(invocation: DbtCliInvocation) -> Iterator[Any]:

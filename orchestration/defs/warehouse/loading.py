@@ -68,17 +68,25 @@ def _run_loader(settings: Settings, targets: dict[int, int], idle_exit_s: float,
         watcher.join()
 
 
-def row_counts(settings: Settings) -> tuple[int, int]:
-    """Rows of raw_events, and distinct Kafka (partition, offset) positions among them."""
+def _raw_events_row(settings: Settings, columns: str) -> tuple[int, ...]:
     con = warehouse.connect(settings)
     try:
-        row = con.execute(
-            "SELECT count(*), count(DISTINCT (_kafka_partition, _kafka_offset)) "
-            f"FROM {settings.warehouse_alias}.{warehouse.RAW_EVENTS}"
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        row = con.execute(f"SELECT {columns} FROM {settings.warehouse_alias}.{warehouse.RAW_EVENTS}").fetchone()
+        assert row is not None  # an aggregate without GROUP BY always returns one row
+        return tuple(int(v) for v in row)
     finally:
         con.close()
+
+
+def row_count(settings: Settings) -> int:
+    """Rows of raw_events: metadata of every load, so no scan for distinct positions."""
+    return _raw_events_row(settings, "count(*)")[0]
+
+
+def row_counts(settings: Settings) -> tuple[int, int]:
+    """Rows of raw_events, and distinct Kafka (partition, offset) positions among them."""
+    rows, positions = _raw_events_row(settings, "count(*), count(DISTINCT (_kafka_partition, _kafka_offset))")
+    return rows, positions
 
 
 def lag_table(lag: list[PartitionLag]) -> dg.TableMetadataValue:
@@ -93,7 +101,7 @@ def raw_events_metadata(settings: Settings, stats: LoaderStats | None = None) ->
     metadata: dict[str, Any] = {
         "partitions": lag_table(lag),
         "total_lag": dg.MetadataValue.int(sum(p.lag for p in lag)),
-        "dagster/row_count": dg.MetadataValue.int(row_counts(settings)[0]),
+        "dagster/row_count": dg.MetadataValue.int(row_count(settings)),
     }
     if stats is not None:
         metadata |= {
