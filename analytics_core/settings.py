@@ -69,7 +69,25 @@ class Settings(BaseSettings):
     loader_batch_events: int = Field(default=100_000, ge=1)
     loader_batch_seconds: float = Field(default=2.0, gt=0)
     loader_compact_every_s: float = Field(default=600.0, ge=0)
+    # Realtime consumer (group realtime.counters): a batch closes at this many events or this age;
+    # minute counters and HLLs live realtime_retention_s past their minute (longer than the
+    # warehouse lag); events older than that are left to the warehouse.
+    realtime_batch_events: int = Field(default=20_000, ge=1)
+    realtime_batch_seconds: float = Field(default=0.1, gt=0)
+    realtime_retention_s: int = Field(default=2 * 3600, ge=300)
+    live_window_s: int = Field(default=300, ge=60)  # "active now": users seen in the last N seconds
+    redis_key_prefix: str = Field(default="", description="prepended to every Redis key; tests isolate runs")
+
+    # Query API.
     api_port: int = 8000
+    api_workers: int = Field(default=1, ge=1)
+    api_max_rows: int = Field(default=10_000, ge=1)  # rows an answer may hold
+    api_max_buckets: int = Field(default=10_000, ge=1)  # time buckets a query may ask for
+    api_max_range_days: int = Field(default=3 * 366, ge=1)
+    api_cache_ttl_s: int = Field(default=60, ge=1)  # answers whose range reaches past the watermark
+    api_cache_closed_ttl_s: int = Field(default=3600, ge=1)  # answers over closed ranges
+    api_live_interval_s: float = Field(default=2.0, gt=0)  # SSE heartbeat when nothing changes
+    api_retry_after_s: int = Field(default=5, ge=1)
     dagster_port: int = 3000
 
     # External programs, overridable when they are not on PATH.
