@@ -11,6 +11,7 @@ keys live in one Redis Cluster slot and one MULTI/EXEC can cover a batch and its
 - updates   `rt:{T}:updates`  pub/sub channel; a JSON message after each applied batch.
 - alive     `rt:alive`  set once the consumer has written; gone = Redis lost its data.
 - seen      `rt:{T}:seen:<hour>`  set of event ids applied, by hour received (duplicates count once).
+- scratch   `rt:{T}:scratch`  a dense HLL merged into a uniques key, deleted in the same transaction.
 
 `<minute>` and `<bucket>` are the bucket's UTC start in epoch seconds; `<grain>` is minute, hour
 or day. Dimensions outside the field's dimension set hold `*` (analytics_core.catalogue.ALL), as
@@ -69,6 +70,9 @@ class RealtimeKeys:
 
     def seen(self, tenant_id: str, hour: int) -> str:
         return f"{self._tenant(tenant_id)}:seen:{hour}"
+
+    def scratch(self, tenant_id: str) -> str:
+        return f"{self._tenant(tenant_id)}:scratch"
 
     def offsets(self, tenant_id: str) -> str:
         return f"{self._tenant(tenant_id)}:offsets"

@@ -1,4 +1,6 @@
-"""Realtime consumer: tracking.events (group realtime.counters) into Redis counters and HyperLogLogs.
+"""Realtime consumer: tracking.events (group realtime.counters) into per-tenant Redis counters and HyperLogLogs.
 
-Built in the realtime-layer issue.
+consumer.py (Kafka, rebalances, rebuilds) → pipeline.py (batches in flight) → decoding.py (the
+loader's decoder) → apply.py (exactly-once writes) with aggregate.py, batch.py, writes.py, hll.py
+and resp.py; reconcile.py compares the counters with the warehouse rollups.
 """

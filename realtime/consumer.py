@@ -1,0 +1,251 @@
+"""The realtime consumer: tracking.events (group realtime.counters) → per-tenant live counters and HLLs in Redis.
+
+Records are read in micro-batches (realtime_batch_events or realtime_batch_seconds, whichever comes
+first), decoded with the loader's columnar decoder, and applied by realtime/apply.py, one MULTI/EXEC
+per tenant that also stores the tenant's offsets; Kafka offsets are committed afterwards, so they are
+only where a restart begins reading, never what decides if a record is applied.
+
+When Redis lost its data (rt:alive is gone, or was written again by another consumer that saw the
+loss) the consumer seeks every partition back to the start of the retention window and rebuilds
+the live numbers from Kafka; a first start without committed offsets starts there too.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import redis
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
+
+from analytics_core.catalogue import get_catalogue
+from analytics_core.clients import kafka_consumer, redis_client
+from analytics_core.registry import schema_store
+from analytics_core.settings import Settings
+from analytics_core.topics import REALTIME_GROUP, Topics
+from loaders.warehouse_loader import _fewer_gc_passes
+from realtime.apply import RealtimeStats, RedisApplier
+from realtime.decoding import CountingDecoder
+from realtime.pipeline import BatchPipeline, OpenBatch
+
+log = logging.getLogger(__name__)
+CONSUME_MAX = 10_000
+# As the loader: a killed consumer's partitions move to a live one within seconds.
+CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
+PROGRESS_EVERY_S = 10.0
+IDLE_ALIVE_CHECK_S = 2.0  # without traffic, look for a Redis that lost its data this often
+SEEK_ATTEMPTS = 20
+
+
+def realtime_group(settings: Settings) -> str:
+    # The topic prefix isolates test runs and benchmarks, as for the loader's group.
+    return settings.topic_prefix + REALTIME_GROUP
+
+
+class RealtimeConsumer:
+    """One consumer process; several share the partitions of tracking.events through the consumer group."""
+
+    def __init__(self, settings: Settings, consumer_overrides: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.topic = Topics.from_settings(settings).events
+        self._store = schema_store(settings)
+        self.redis = redis_client(settings)
+        self.consumer: Consumer = kafka_consumer(
+            settings, realtime_group(settings), {**CONSUMER_CONFIG, **(consumer_overrides or {})}
+        )
+        self.batch = OpenBatch(settings.realtime_batch_events, settings.realtime_batch_seconds)
+        self.decoder = CountingDecoder(self._store)
+        self.applier = RedisApplier(settings, self.redis, get_catalogue())
+        self.stats = RealtimeStats()
+        self.pipeline = BatchPipeline(self.consumer, self.topic, self.decoder, self.applier, self.stats, self._stopping)
+        self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here
+        self._assigned: list[int] = []
+        self._stop = False
+        self._last_alive_check = time.monotonic()
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def _stopping(self) -> bool:
+        return self._stop
+
+    def _retention_start(self, partitions: list[int]) -> list[TopicPartition]:
+        """Per partition, the first offset written within the retention window (the end when there is none)."""
+        since_ms = int((time.time() - self.settings.realtime_retention_s) * 1000)
+        query = [TopicPartition(self.topic, p, since_ms) for p in partitions]
+        found = self.consumer.offsets_for_times(query, timeout=30)
+        return [TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another process may have applied these partitions since this one last held them.
+        self.applier.forget()
+        if self.assigned_at is None:
+            self.assigned_at = time.monotonic()
+        current = self.applier.alive()
+        rebuild = self.applier.lost(current)
+        if rebuild:
+            self.applier.rebuilt(current)
+            self.stats.rebuilds += 1
+        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        fresh = [tp.partition for tp in partitions if rebuild or committed.get(tp.partition, -1) < 0]
+        starts = {tp.partition: tp.offset for tp in self._retention_start(fresh)} if fresh else {}
+        for tp in partitions:
+            tp.offset = starts.get(tp.partition, committed.get(tp.partition, OFFSET_END))
+        consumer.assign(partitions)
+        self._assigned = sorted(tp.partition for tp in partitions)
+        why = "Redis lost its data: rebuilding the retention window; " if rebuild else ""
+        log.info("%sassigned %s", why, {tp.partition: tp.offset for tp in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Apply what we hold before the partitions move, so the next owner starts after it. (Had Redis
+        # lost its data, the next assignment finds rt:alive missing and rebuilds.)
+        self._flush(rebuild=False)
+        self._forget(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No longer ours: the new owner applies these records; applying them here could double them.
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        self.batch.drop_partitions(gone)
+        self.pipeline.drop_partitions(gone)
+        self._assigned = [p for p in self._assigned if p not in gone]
+
+    def run(
+        self, idle_exit_s: float | None = None, handle_signals: bool = True, max_events: int | None = None
+    ) -> RealtimeStats:
+        """Apply events until SIGTERM/SIGINT (the open batch is finished), idle_exit_s without events, or max_events."""
+        if handle_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            with _fewer_gc_passes():
+                self._loop(idle_exit_s, max_events)
+                self._flush()
+        except BaseException:
+            # Closing revokes the partitions: that must not apply or commit past a failure.
+            self.batch.take()
+            self.pipeline.discard()
+            raise
+        finally:
+            self.close()
+        return self.stats
+
+    def _loop(self, idle_exit_s: float | None, max_events: int | None) -> None:
+        last_data = last_progress = time.monotonic()
+        reported = RealtimeStats()
+        timeout = min(self.settings.realtime_batch_seconds, 0.2)
+        while not self._stop:
+            msgs = self.consumer.consume(num_messages=max(1, min(CONSUME_MAX, self.batch.room())), timeout=timeout)
+            good = msgs
+            if any(map(Message.error, msgs)):  # rare: most calls return records only
+                good = [m for m in msgs if m.error() is None]
+                for m in msgs:
+                    self._check(m)
+            if self.batch.add(good) or not self._assigned:
+                last_data = time.monotonic()  # idleness counts only while partitions are assigned
+            if self.batch.due():
+                self._close_batch()
+                if max_events is not None and self.stats.records + self.pipeline.pending >= max_events:
+                    return
+            elif not self.pipeline.advance():  # a batch decoded meanwhile goes to Redis without waiting
+                self._rebuild()
+            elif not self.batch.records:
+                self._flush()  # nothing new meanwhile: apply and settle what is pending, commit its offsets
+                if idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
+                    return
+                self._check_alive_when_idle()
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                self._progress(reported, time.monotonic() - last_progress)
+                reported, last_progress = _copy(self.stats), time.monotonic()
+
+    def _check(self, msg: Any) -> None:
+        if (err := msg.error()) is None:
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("consumer: %s", err)
+
+    def _close_batch(self) -> None:
+        """Hand the open batch over for decoding (the batch before it is applied meanwhile)."""
+        if self.batch.records and not self.pipeline.submit(*self.batch.take()):
+            self._rebuild()
+
+    def _flush(self, rebuild: bool = True) -> None:
+        """Apply the open batch and everything in the pipeline; nothing is pending afterwards."""
+        ok = not self.batch.records or self.pipeline.submit(*self.batch.take())
+        if not (ok and self.pipeline.flush()):
+            self._rebuild() if rebuild else self.pipeline.discard()
+
+    def _rebuild(self) -> None:
+        """Redis lost its data: every owned partition back to the start of the retention window."""
+        self.stats.rebuilds += 1
+        self.pipeline.discard()
+        self.batch.take()
+        starts = self._retention_start(self._assigned) if self._assigned else []
+        for tp in starts:
+            _seek(self.consumer, tp)
+        log.warning("Redis lost its data: rebuilding from %s", {tp.partition: tp.offset for tp in starts})
+
+    def _check_alive_when_idle(self) -> None:
+        if time.monotonic() - self._last_alive_check < IDLE_ALIVE_CHECK_S or not self._assigned:
+            return
+        self._last_alive_check = time.monotonic()
+        try:
+            current = self.applier.alive()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis unreachable while idle: %s", exc)
+            return
+        if self.applier.lost(current):
+            self.applier.rebuilt(current)
+            self._rebuild()
+
+    def _progress(self, before: RealtimeStats, seconds: float) -> None:
+        s = self.stats
+        log.info(
+            "applied %d events (%.0f/s) in %d batches; duplicates %d, too old %d, undecodable %d, replayed %d; "
+            "seen-set checks %.1f%% of the time",
+            s.applied,
+            (s.records - before.records) / seconds,
+            s.batches,
+            s.duplicates,
+            s.too_old,
+            s.undecodable,
+            s.replayed,
+            100 * (s.seen_check_s - before.seen_check_s) / seconds,
+        )
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()  # revokes the partitions: on_revoke applies the open batch
+        finally:
+            self.pipeline.close()
+            self.decoder.close()
+            close = getattr(self._store, "close", None)
+            if close is not None:
+                close()
+            self.redis.close()
+
+
+def _seek(consumer: Consumer, tp: TopicPartition) -> None:
+    # A partition assigned a moment ago may not be fetching yet, and refuses a seek until it is.
+    for attempt in range(SEEK_ATTEMPTS):
+        try:
+            consumer.seek(tp)
+            return
+        except KafkaException as exc:
+            if attempt == SEEK_ATTEMPTS - 1:
+                raise RuntimeError(f"cannot seek partition {tp.partition} to rebuild the live window: {exc}") from exc
+            time.sleep(0.1)
+
+
+def _copy(stats: RealtimeStats) -> RealtimeStats:
+    out = RealtimeStats()
+    out.add(stats)
+    return out

@@ -1,0 +1,190 @@
+"""What the realtime layer must hold, computed one event at a time in plain Python, and what Redis holds.
+
+Shared by the unit, integration and end-to-end tests of realtime/; nothing here uses realtime/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from confluent_kafka import TopicPartition
+
+from analytics_core.catalogue import Catalogue, Granularity
+from analytics_core.clients import kafka_consumer
+from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field
+from analytics_core.registry import TopicSchemaStore
+from analytics_core.serde import EventDeserializer, WireFormatError
+from analytics_core.settings import Settings
+from analytics_core.topics import EVENTS_SUBJECT, Topics
+
+GRAINS: tuple[tuple[Granularity, int], ...] = (("minute", 60), ("hour", 3600), ("day", 86400))
+Counters = dict[tuple[str, int], dict[str, int]]
+Uniques = dict[tuple[str, Granularity, int, str], set[str]]
+
+
+def naive(catalogue: Catalogue, events: list[dict[str, Any]]) -> tuple[Counters, Uniques]:
+    """Minute counters and HLL user sets, one event at a time, from the rules of the dbt rollups."""
+    dims = [name for name, d in catalogue.dimensions.items() if d.rollup]
+    counters: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    uniques: dict[tuple[str, Granularity, int, str], set[str]] = defaultdict(set)
+    for e in events:
+        seconds = e["timestamp"] // 1_000_000
+        values = {d: e[d] if e[d] is not None else "unknown" for d in dims}
+        user = e["user_id"] if e["user_id"] is not None else e["anonymous_id"]
+        for name, m in catalogue.metrics.items():
+            if (m.humans_only and e["is_bot"]) or (m.event_types and e["event_type"] not in m.event_types):
+                continue
+            if m.kind in ("count", "sum"):
+                amount = 1 if m.kind == "count" else round((e[m.column or ""] or 0.0) * SUM_SCALE)
+                for dset in catalogue.dimension_sets:
+                    set_name = ",".join(d for d in dims if d in dset)
+                    f = counter_field(name, set_name, [values[d] if d in dset else "*" for d in dims])
+                    counters[(e["tenant_id"], seconds - seconds % 60)][f] += amount
+            elif m.kind == "unique" and user is not None:
+                for grain, size in GRAINS:
+                    for dset in catalogue.sketch_dimension_sets:
+                        set_name = ",".join(d for d in dims if d in dset)
+                        f = counter_field(name, set_name, [values[d] if d in dset else "*" for d in dims])
+                        uniques[(e["tenant_id"], grain, seconds - seconds % size, f)].add(user)
+    nonzero = {k: {f: v for f, v in cell.items() if v} for k, cell in counters.items()}
+    return {k: cell for k, cell in nonzero.items() if cell}, dict(uniques)
+
+
+@dataclass
+class Expected:
+    counters: Counters
+    uniques: Uniques
+    applied: int = 0
+    duplicates: int = 0
+    too_old: int = 0
+    undecodable: int = 0
+    offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # tenant → partition → last applied
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def expected_from(
+    catalogue: Catalogue, records: list[tuple[int, int, dict[str, Any] | None]], now: float, retention_s: int
+) -> Expected:
+    """Records (partition, offset, event or None when undecodable) → what Redis must hold.
+
+    First copy of each (tenant, event id) in offset order (copies share their key, so their partition);
+    events older than now - retention_s are skipped; so are events whose properties are not JSON and
+    tenant ids with a brace (not a Redis hash tag), counted as undecodable.
+    """
+    seen: set[tuple[str, str]] = set()
+    out = Expected({}, {})
+    for part, off, e in sorted(records, key=lambda r: (r[0], r[1])):
+        if e is None or not _is_json_object(e["properties"]) or "{" in e["tenant_id"] or "}" in e["tenant_id"]:
+            out.undecodable += 1
+            continue
+        if e["timestamp"] < (now - retention_s) * 1_000_000:
+            out.too_old += 1
+            continue
+        if (e["tenant_id"], e["event_id"]) in seen:
+            out.duplicates += 1
+            continue
+        seen.add((e["tenant_id"], e["event_id"]))
+        out.applied += 1
+        out.events.append(e)
+        last = out.offsets.setdefault(e["tenant_id"], {})
+        last[part] = max(last.get(part, -1), off)
+    out.counters, out.uniques = naive(catalogue, out.events)
+    return out
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def read_records(settings: Settings, timeout: float = 30.0) -> list[tuple[int, int, dict[str, Any] | None]]:
+    """Every record of tracking.events up to the current end: (partition, offset, decoded event or None)."""
+    topic = Topics.from_settings(settings).events
+    store = TopicSchemaStore(settings)
+    decode = EventDeserializer(store.ids_for(EVENTS_SUBJECT))
+    store.close()
+    consumer = kafka_consumer(settings, f"test.{uuid.uuid4().hex}")
+    try:
+        parts = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        out: list[tuple[int, int, dict[str, Any] | None]] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"reading back {topic}: partitions {set(ends) - done} not read to the end")
+            for msg in consumer.consume(num_messages=5_000, timeout=0.5):
+                if msg.error() is not None:
+                    raise AssertionError(f"reading back {topic}: {msg.error()}")
+                part, off = msg.partition() or 0, msg.offset() or 0
+                try:
+                    event: dict[str, Any] | None = decode(msg.value() or b"")
+                except WireFormatError:
+                    event = None
+                out.append((part, off, event))
+                if off + 1 >= ends[part]:
+                    done.add(part)
+        return out
+    finally:
+        consumer.close()
+
+
+def redis_counters(client: redis.Redis, prefix: str, cells: Any) -> Counters:
+    """The minute-counters hashes of these (tenant, minute) cells that exist: (tenant, minute) → field → integer.
+
+    The cells are named rather than found with SCAN, which walks every key of a shared Redis.
+    """
+    keys = RealtimeKeys(prefix)
+    cells = sorted(set(cells))
+    pipe = client.pipeline(transaction=False)
+    for tenant, minute in cells:
+        pipe.hgetall(keys.counters(tenant, minute))
+    found = zip(cells, pipe.execute(), strict=True)
+    return {cell: {f.decode(): int(v) for f, v in stored.items()} for cell, stored in found if stored}
+
+
+def written_keys(prefix: str, want: Expected) -> list[str]:
+    """Every key the consumer writes for these events (named: SCAN walks every key of a shared Redis)."""
+    keys = RealtimeKeys(prefix)
+    hours = {(e["tenant_id"], e["received_at"] // 3_600_000_000 * 3600) for e in want.events}
+    return [
+        *(keys.counters(t, m) for t, m in want.counters),
+        *(keys.uniques(*k) for k in want.uniques),
+        *(keys.seen(t, h) for t, h in hours),
+        *(keys.offsets(t) for t in want.offsets),
+        keys.stats,
+        keys.alive,
+    ]
+
+
+def hash_of(client: redis.Redis, key: str) -> dict[str, str]:
+    """A Redis hash as text (redis-py's types also allow its asyncio client)."""
+    stored: Any = client.hgetall(key)
+    return {k.decode(): v.decode() for k, v in stored.items()}
+
+
+def registers(client: redis.Redis, key: str) -> list[int]:
+    """The 16384 registers of a Redis HyperLogLog (PFDEBUG GETREG)."""
+    found: list[int] = client.execute_command("PFDEBUG", "GETREG", key)
+    return found
+
+
+def registers_of(client: redis.Redis, scratch: str, users: set[str]) -> list[int]:
+    """The registers Redis's own PFADD gives these users (in a scratch key, deleted afterwards)."""
+    client.delete(scratch)
+    users_list = sorted(users)
+    for i in range(0, len(users_list), 10_000):
+        client.pfadd(scratch, *users_list[i : i + 10_000])
+    try:
+        return registers(client, scratch)
+    finally:
+        client.delete(scratch)
