@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     api_cache_closed_ttl_s: int = Field(default=3600, ge=1)  # answers over closed ranges
     api_live_interval_s: float = Field(default=2.0, gt=0)  # SSE heartbeat when nothing changes
     api_retry_after_s: int = Field(default=5, ge=1)
+    # In-memory replica of the rollup tables the engine reads (api/replica.py): on or off, how often it
+    # looks for a new lake snapshot, and after how long without reaching the lake answers say they are stale.
+    api_replica: bool = True
+    api_replica_refresh_s: float = Field(default=1.0, gt=0)
+    api_replica_stale_s: float = Field(default=60.0, gt=0)
     dagster_port: int = 3000
 
     # External programs, overridable when they are not on PATH.

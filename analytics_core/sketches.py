@@ -13,7 +13,7 @@ from collections.abc import Iterable
 PRECISION = 14  # dbt var hll_precision; 2^14 registers, standard error 1.04 / sqrt(2^14) = 0.81 %
 REGISTERS = 1 << PRECISION
 STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
-_ALPHA_INF = 1 / (2 * math.log(2))
+ALPHA_INF = 1 / (2 * math.log(2))
 
 
 def merge(sketches: Iterable[Iterable[int] | None]) -> list[int]:
@@ -27,7 +27,7 @@ def merge(sketches: Iterable[Iterable[int] | None]) -> list[int]:
     return [index * 64 + rank for index, rank in sorted(best.items())]
 
 
-def _sigma(x: float) -> float:
+def sigma(x: float) -> float:
     if x == 1.0:
         return math.inf
     total, power, weight = x, x, 1.0
@@ -47,5 +47,5 @@ def estimate(sketch: Iterable[int] | None, precision: int = PRECISION) -> float:
         return 0.0
     m = 1 << precision
     zeros = m - len(registers)
-    total = m * _sigma(zeros / m) + sum(2.0 ** -(packed % 64) for packed in registers)
-    return _ALPHA_INF * m * m / total
+    total = m * sigma(zeros / m) + sum(2.0 ** -(packed % 64) for packed in registers)
+    return ALPHA_INF * m * m / total

@@ -27,14 +27,18 @@ class QueryRequest(BaseModel):
     start: datetime = Field(description="Range start, inclusive; without an offset it is read in `timezone`.")
     end: datetime = Field(description="Range end, exclusive; without an offset it is read in `timezone`.")
     granularity: Literal["minute", "hour", "day", "auto"] = Field(
-        default="auto", description="Bucket size in `timezone`; auto: minute up to 3 hours, hour up to 7 days, else day."
+        default="auto",
+        description="Bucket size in `timezone`; auto: minute up to 3 hours, hour up to 7 days, else day.",
     )
     group_by: list[str] = Field(default=[], max_length=6, description="Catalogue dimensions.")
     filters: list[Filter] = Field(default=[], max_length=20)
     timezone: str = Field(default="UTC", description="IANA time zone of the buckets, e.g. Asia/Kolkata.")
     limit: int | None = Field(default=None, ge=1, description="Most rows returned (at most the server's cap).")
     top_n: int | None = Field(
-        default=None, ge=1, le=1000, description="Keep the N groups largest by the first metric; the rest become 'other'."
+        default=None,
+        ge=1,
+        le=1000,
+        description="Keep the N groups largest by the first metric; the rest become 'other'.",
     )
 
 
@@ -51,6 +55,7 @@ class Part(BaseModel):
     start: datetime
     end: datetime
     buckets: int = Field(description="Source buckets (rollup rows' windows, realtime minutes) read.")
+    metrics: list[str] = Field(default=[], description="The metrics this part answered; empty = all of them.")
 
 
 class Approximation(BaseModel):

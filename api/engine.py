@@ -1,0 +1,321 @@
+"""The query engine: validate, plan, read the warehouse (and Redis past its watermark), answer with provenance.
+
+One DuckDB connection with the lake attached read-only; every query runs on a cursor of its own,
+so FastAPI's thread pool can run queries at once. Every SQL is tenant-scoped and takes filter
+values and times as bound parameters; column names come from the catalogue only.
+
+The rollups and watermarks are read from an in-memory replica attached to the same connection
+(api/replica.py) once it has loaded, each query in one read transaction of it so that a refresh
+lands before or after the query, never inside; before that, or with `api_replica` off, from the
+lake. Raw events are always read from the lake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+import redis
+import yaml
+
+from analytics_core import warehouse
+from analytics_core.catalogue import DBT_PROJECT_FILE, Catalogue, get_catalogue
+from analytics_core.realtime_keys import RealtimeKeys
+from analytics_core.settings import Settings
+from api import planner
+from api.answer import Answer, build_result
+from api.errors import QueryError, WarehouseUnavailable
+from api.models import QueryRequest, QueryResult
+from api.raw_path import answer_from_raw
+from api.realtime_source import RealtimeSource
+from api.replica import Replica, ReplicaStatus, iso
+from api.rollup_path import RollupPath
+from api.validation import IDENTIFIER, validate
+
+__all__ = ["QueryEngine", "QueryError", "WarehouseUnavailable"]
+
+WATERMARK_TTL_S = 5.0  # an older watermark only moves more of the range to Redis, which holds it too
+LOCK_RETRIES = 3
+# After a Redis error, queries skip Redis this long: a client's connection retries can take seconds,
+# which every query would pay while Redis is down.
+REDIS_RETRY_AFTER_S = 10.0
+_UNAVAILABLE = (duckdb.IOException, duckdb.TransactionException, duckdb.CatalogException)
+_BUSY_MESSAGES = ("database is locked", "database is busy")
+_T = TypeVar("_T")
+
+
+def minute_retention_days(path: Path = DBT_PROJECT_FILE) -> int:
+    """How long the minute rollups are kept (dbt var minute_retention_days, the one place it is set)."""
+    return int(yaml.safe_load(path.read_text())["vars"]["minute_retention_days"])
+
+
+def _sqlite_in_wal_mode(path: Path) -> bool:
+    """Whether a SQLite file is in WAL mode (its header's read and write versions are 2)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
+def attach_lake(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake attached read-only: warehouse.connect(create=False, read_only=True)...
+
+    ...without its switch of a SQLite catalog to WAL mode when the catalog already is in it (the
+    loader and dbt set it; it persists in the file). That switch opens the catalog with Python's
+    sqlite3, a second SQLite library in the process: POSIX locks do not tell two libraries of one
+    process apart, so its close deletes the -wal and -shm files under DuckDB's open connections to
+    the catalog, which then fail with "disk I/O error" once another process writes. The engine's
+    replica thread reads the catalog every second, so the engine leaves the file alone.
+    """
+    if warehouse.catalog_uri(settings).startswith("ducklake:postgres:") or not _sqlite_in_wal_mode(
+        warehouse.sqlite_catalog_path(settings)
+    ):
+        return warehouse.connect(settings, create=False, read_only=True)
+    con = duckdb.connect(config={"extension_directory": str(settings.cache_dir / "duckdb-extensions")})
+    try:
+        warehouse.load_extensions(con)
+        con.execute("SET TimeZone = 'UTC'")  # as warehouse.connect: ts::DATE is the UTC day
+        uri = warehouse.catalog_uri(settings).replace("'", "''")
+        data = str(warehouse.data_path(settings)).replace("'", "''")
+        con.execute(f"ATTACH '{uri}' AS {settings.warehouse_alias} (DATA_PATH '{data}', READ_ONLY)")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+class _RollupReads:
+    """The alias a query reads rollups from, and its open read transaction on the replica."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, alias: str) -> None:
+        self.cursor, self.alias, self.open = cursor, alias, False
+
+    def release(self) -> None:
+        if self.open:
+            self.open = False
+            with contextlib.suppress(duckdb.Error):
+                self.cursor.execute("ROLLBACK")
+
+
+class QueryEngine:
+    def __init__(self, settings: Settings, redis: redis.Redis | None = None, catalogue: Catalogue | None = None):
+        if not IDENTIFIER.match(settings.warehouse_alias):
+            raise ValueError(f"warehouse alias {settings.warehouse_alias!r} is not a plain name")
+        self.settings = settings
+        self.catalogue = catalogue or get_catalogue()
+        self.alias = settings.warehouse_alias
+        self.minute_retention_days = minute_retention_days()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._replica = (
+            Replica(self._connection, self.alias, f"{self.alias}_replica", settings.api_replica_refresh_s)
+            if settings.api_replica
+            else None
+        )
+        # Not built yet, or the catalog busy: every query tries again, answering 503 meanwhile.
+        with contextlib.suppress(WarehouseUnavailable):
+            self._connection()
+        keys = RealtimeKeys.from_settings(settings)
+        self._realtime = RealtimeSource(redis, keys, self.catalogue) if redis is not None else None
+        self._watermarks: dict[str, tuple[float, dict[str, float]]] = {}
+        self._redis_down: tuple[float, str] = (0.0, "")  # until when (monotonic) Redis is not asked, and why
+        if self._replica is not None:
+            self._replica.start()  # loads in the background; queries read the lake until it is ready
+
+    def close(self) -> None:
+        if self._replica is not None:
+            self._replica.stop()
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    # -- the warehouse -------------------------------------------------------------------------
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """The one DuckDB connection, with the lake attached read-only (attached on first need)."""
+        with self._lock:
+            if self._con is None:
+                try:
+                    con = attach_lake(self.settings)
+                except (duckdb.Error, sqlite3.Error, OSError) as exc:
+                    raise WarehouseUnavailable(f"cannot attach the warehouse: {exc}") from exc
+                if self._replica is not None:
+                    self._replica.attach(con)
+                self._con = con
+            return self._con
+
+    # -- the replica -----------------------------------------------------------------------------
+
+    def replica_status(self) -> ReplicaStatus | None:
+        """The in-memory replica's state (snapshot, its commit time, when last confirmed current); None: off."""
+        return self._replica.status() if self._replica is not None else None
+
+    def wait_replica(self, timeout: float, snapshot_id: int | None = None) -> ReplicaStatus | None:
+        """Until the replica has loaded (holding `snapshot_id` or later), or the timeout passed; None: off."""
+        return self._replica.wait(timeout, snapshot_id) if self._replica is not None else None
+
+    def _rollup_alias(self) -> str:
+        """Where the rollups are read: the replica once loaded, else the lake."""
+        return self._replica.alias if self._replica is not None and self._replica.ready else self.alias
+
+    def _replica_caveat(self) -> str | None:
+        """A caveat when the replica has not been confirmed current for longer than api_replica_stale_s."""
+        if self._replica is None:
+            return None
+        status = self._replica.status()
+        age = status.age_s()
+        if age is None or age <= self.settings.api_replica_stale_s:
+            return None
+        return (
+            f"the warehouse could not be read for {age:.0f} s ({status.error or 'no answer'}): rollup numbers are"
+            f" the query API's in-memory copy of lake snapshot {status.snapshot_id}"
+            f" (committed {iso(status.snapshot_time)}), last confirmed current at {iso(status.synced_at)}"
+        )
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cursor = self._connection().cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def _fetch(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return self._read(lambda: cursor.execute(sql, params).fetchall())
+
+    def _fetch_arrow(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
+        return self._read(lambda: cursor.execute(sql, params).to_arrow_table())
+
+    def _read(self, run: Callable[[], _T]) -> _T:
+        """run() with retries while the catalog is busy; WarehouseUnavailable when it cannot be read."""
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                return run()
+            except duckdb.Error as exc:
+                busy = any(m in str(exc).lower() for m in _BUSY_MESSAGES)
+                if busy and attempt < LOCK_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if busy or isinstance(exc, _UNAVAILABLE):
+                    raise WarehouseUnavailable(f"the warehouse cannot be read now, retry shortly: {exc}") from exc
+                raise
+        raise AssertionError("unreachable")
+
+    def _watermark_map(self, cursor: duckdb.DuckDBPyConnection, tenant_id: str, alias: str) -> dict[str, float]:
+        """Per grain, the time up to which the tenant's rollups are complete (epoch seconds).
+
+        From the replica: read with the rollups, in the query's transaction (never ahead of them).
+        From the lake: cached a few seconds, as each read costs catalog queries.
+        """
+        sql = f"SELECT granularity, complete_until FROM {alias}.main.fct_warehouse_watermarks WHERE tenant_id = ?"
+        if alias != self.alias:
+            return {grain: until.timestamp() for grain, until in self._fetch(cursor, sql, [tenant_id]) if until}
+        now = time.monotonic()
+        with self._lock:
+            cached = self._watermarks.get(tenant_id)
+        if cached and now - cached[0] < WATERMARK_TTL_S:
+            return cached[1]
+        rows = self._fetch(cursor, sql, [tenant_id])
+        marks = {grain: until.timestamp() for grain, until in rows if until is not None}
+        with self._lock:
+            self._watermarks[tenant_id] = (now, marks)
+        return marks
+
+    def watermark(self, tenant_id: str) -> datetime | None:
+        """The time up to which the tenant's warehouse numbers are complete (the minute grain's)."""
+        with self._cursor() as cursor:
+            marks = self._watermark_map(cursor, tenant_id, self._rollup_alias())
+        value = marks.get("minute", max(marks.values(), default=None))
+        return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def run(self, tenant_id: str, request: QueryRequest, now: datetime | None = None) -> QueryResult:
+        """Answer one query for one tenant (QueryError: the request; WarehouseUnavailable: try later)."""
+        began = time.perf_counter()
+        moment = (now or datetime.now(UTC)).timestamp()
+        query = validate(tenant_id, request, self.catalogue, self.settings)
+        with self._cursor() as cursor, self._rollup_reads(cursor) as rollups:
+
+            def fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+                return self._fetch(cursor, sql, params)
+
+            marks = self._watermark_map(cursor, tenant_id, rollups.alias)
+            plan = planner.plan(
+                query,
+                self.catalogue,
+                marks,
+                moment,
+                self.minute_retention_days,
+                self.settings.realtime_retention_s,
+            )
+            if plan.raw_reason:
+                rollups.release()  # the raw events are the lake's: no need to hold the replica's snapshot
+                answer = answer_from_raw(query, plan, self.catalogue, self.alias, fetch)
+            else:
+                in_memory = rollups.alias != self.alias
+                path = RollupPath(
+                    query,
+                    plan,
+                    self.catalogue,
+                    rollups.alias,
+                    fetch,
+                    None,
+                    moment,
+                    fetch_arrow=lambda sql, params: self._fetch_arrow(cursor, sql, params),
+                    in_memory=in_memory,
+                )
+                answer = Answer()
+                if path.needs_realtime():
+                    path.realtime, answer.realtime_unavailable = self._realtime_status()
+                try:
+                    answer = path.answer(answer)
+                except redis.RedisError as exc:  # Redis went away mid-query: answer without it
+                    path.realtime = None
+                    answer = path.answer(Answer(realtime_unavailable=self._redis_failed(exc)))
+                if in_memory and (caveat := self._replica_caveat()):
+                    answer.caveats.append(caveat)
+        return build_result(query, self.catalogue, answer, plan.watermark, (time.perf_counter() - began) * 1000)
+
+    @contextlib.contextmanager
+    def _rollup_reads(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[_RollupReads]:
+        """Where this query reads rollups; from the replica, inside one read transaction of it."""
+        reads = _RollupReads(cursor, self._rollup_alias())
+        if reads.alias != self.alias:
+            cursor.execute("BEGIN TRANSACTION")
+            reads.open = True
+        try:
+            yield reads
+        finally:
+            reads.release()
+
+    def _redis_failed(self, exc: redis.RedisError) -> str:
+        reason = f"Redis unreachable: {exc}"
+        with self._lock:
+            self._redis_down = (time.monotonic() + REDIS_RETRY_AFTER_S, reason)
+        return reason
+
+    def _realtime_status(self) -> tuple[RealtimeSource | None, str | None]:
+        if self._realtime is None:
+            return None, "no Redis configured for the query API"
+        until, reason = self._redis_down
+        if time.monotonic() < until:
+            return None, reason
+        try:
+            alive = self._realtime.alive()
+        except redis.RedisError as exc:
+            return None, self._redis_failed(exc)
+        if not alive:
+            return None, "the realtime layer has written nothing to Redis yet (or Redis lost its data)"
+        return self._realtime, None

@@ -1,0 +1,123 @@
+"""Reading the realtime layer's Redis keys (analytics_core.realtime_keys) past the warehouse watermark.
+
+Additive metrics come from the minute counter hashes: one pipelined HGETALL (or HMGET, when the
+fields can be named from the filters) per minute; fields are parsed and filtered in Python.
+Unique metrics come from PFCOUNT over the union of the HyperLogLog keys that tile a bucket, one
+key per grain bucket and dimension-value combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from analytics_core.catalogue import ALL, Catalogue, Granularity
+from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field, parse_field
+from api.validation import Condition
+
+MAX_NAMED_FIELDS = 1000  # above this many fields, HGETALL beats naming them
+
+Combo = tuple[str, ...]  # the values of every rollup dimension, ALL outside the dimension set
+Tile = tuple[Granularity, int]  # a Redis HLL bucket: grain and UTC start
+
+
+@dataclass
+class Counters:
+    minutes: dict[int, dict[tuple[str, Combo], float]]  # minute → (metric, combination) → value
+    combos: set[Combo]  # every combination seen (or named by the filters), for the unique metrics' keys
+
+
+class RealtimeSource:
+    def __init__(self, conn: redis.Redis, keys: RealtimeKeys, catalogue: Catalogue) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.catalogue = catalogue
+        self.dims = catalogue.rollup_dimensions
+
+    def alive(self) -> bool:
+        """Whether the realtime consumer has written (the key goes when Redis loses its data)."""
+        return bool(self.conn.exists(self.keys.alive))
+
+    def fixed_combos(self, dimension_set: Sequence[str], filters: Sequence[Condition]) -> list[Combo] | None:
+        """The value combinations the eq/in filters allow, when they name every dimension of the set."""
+        choices: list[Sequence[str]] = []
+        for dim in self.dims:
+            if dim not in dimension_set:
+                choices.append((ALL,))
+                continue
+            allowed = [f.values for f in filters if f.dimension == dim and not f.negated]
+            if not allowed:
+                return None
+            choices.append(sorted(set.intersection(*(set(v) for v in allowed))))
+        combos = list(itertools.product(*choices))
+        return combos if len(combos) <= MAX_NAMED_FIELDS else None
+
+    def counters(
+        self,
+        tenant_id: str,
+        minutes: Sequence[int],
+        dimension_set: Sequence[str],
+        metrics: Sequence[str],
+        filters: Sequence[Condition],
+    ) -> Counters:
+        """The minutes' counters of the dimension set that pass the filters."""
+        set_name = self.catalogue.dimension_set_name(tuple(dimension_set))
+        combos = self.fixed_combos(dimension_set, filters)
+        named = [counter_field(m, set_name, c) for m in metrics for c in combos] if combos is not None else []
+        pipe = self.conn.pipeline(transaction=False)
+        for minute in minutes:
+            key = self.keys.counters(tenant_id, minute)
+            if named:
+                pipe.hmget(key, named)
+            else:
+                pipe.hgetall(key)
+        replies = pipe.execute() if minutes else []
+        wanted = set(metrics)
+        position = {d: i for i, d in enumerate(self.dims)}
+        checks = [(position[f.dimension], f) for f in filters]
+        scale = {m: (SUM_SCALE if self.catalogue.metrics[m].kind == "sum" else 1) for m in metrics}
+        result = Counters({}, set(combos or ()))
+        # The same fields recur minute after minute: parse and judge each once per query.
+        judged: dict[str | bytes, tuple[str, Combo] | None] = {}
+        for minute, reply in zip(minutes, replies, strict=True):
+            fields: Iterable[tuple[str | bytes, bytes | None]] = (
+                zip(named, reply, strict=True) if named else reply.items()
+            )
+            cells: dict[tuple[str, Combo], float] = defaultdict(float)
+            for field, raw in fields:
+                if raw is None:
+                    continue
+                if field in judged:
+                    cell = judged[field]
+                else:
+                    metric, field_set, values = parse_field(field)
+                    keep = field_set == set_name and all(f.accepts(values[i]) for i, f in checks)
+                    cell = judged[field] = (metric, values) if keep else None
+                    if keep:
+                        result.combos.add(values)
+                if cell is not None and cell[0] in wanted:
+                    cells[cell] += int(raw) / scale[cell[0]]
+            result.minutes[minute] = cells
+        return result
+
+    def unique_counts(
+        self, tenant_id: str, set_name: str, requests: Sequence[tuple[str, Sequence[Tile], Sequence[Combo]]]
+    ) -> list[int]:
+        """PFCOUNT of the union of the HLLs of each (metric, tiles, combinations) request, pipelined."""
+        pipe = self.conn.pipeline(transaction=False)
+        asked = []
+        for metric, tiles, combos in requests:
+            keys = [
+                self.keys.uniques(tenant_id, grain, start, counter_field(metric, set_name, combo))
+                for grain, start in tiles
+                for combo in combos
+            ]
+            if keys:
+                pipe.pfcount(*keys)
+            asked.append(bool(keys))
+        replies = iter(pipe.execute() if any(asked) else [])
+        return [int(next(replies)) if a else 0 for a in asked]

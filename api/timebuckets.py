@@ -1,0 +1,135 @@
+"""Time buckets of a query in its IANA time zone, as UTC instants (epoch seconds).
+
+Rollups and Redis keys are UTC, so the engine works with UTC instants throughout and only labels
+rows in the query's zone. A day there is 23 or 25 hours long on a daylight-saving change; an hour
+in Asia/Kolkata starts at :30 UTC. The range is widened to whole buckets, so every row's bucket
+is complete: [floor(start), ceil(end)).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from analytics_core.catalogue import Granularity
+from analytics_core.realtime_keys import GRAIN_SECONDS
+from api.errors import QueryError
+
+AUTO_MINUTE_UP_TO_S = 3 * 3600  # granularity auto: minute buckets up to 3 hours
+AUTO_HOUR_UP_TO_S = 7 * 86400  # hour buckets up to 7 days, day buckets beyond
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise QueryError("timezone", "iana_zone", f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
+
+
+def instant(value: datetime, tz: ZoneInfo) -> float:
+    """Epoch seconds of a datetime; a naive one is read in `tz` (a repeated wall time: its first occurrence)."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=tz)).timestamp()
+
+
+def auto_granularity(seconds: float) -> Granularity:
+    if seconds <= AUTO_MINUTE_UP_TO_S:
+        return "minute"
+    return "hour" if seconds <= AUTO_HOUR_UP_TO_S else "day"
+
+
+def _midnight(day: date, tz: ZoneInfo) -> int:
+    # fold=0: a midnight skipped by a clock change maps to the instant of the change, the day's first.
+    return int(datetime.combine(day, time(0), tzinfo=tz).timestamp())
+
+
+def floor_bucket(t: float, grain: Granularity, tz: ZoneInfo) -> int:
+    """Start of the bucket of this grain, in `tz`, that holds instant t."""
+    local = datetime.fromtimestamp(math.floor(t), tz)
+    if grain == "day":
+        return _midnight(local.date(), tz)
+    if grain == "hour":
+        return int(local.replace(minute=0, second=0).timestamp())
+    return int(local.replace(second=0).timestamp())
+
+
+def next_bucket(start: int, grain: Granularity, tz: ZoneInfo) -> int:
+    """Start of the bucket after the one starting at `start`."""
+    if grain == "day":
+        return _midnight(datetime.fromtimestamp(start, tz).date() + timedelta(days=1), tz)
+    nxt = floor_bucket(start + GRAIN_SECONDS[grain], grain, tz)
+    return nxt if nxt > start else start + GRAIN_SECONDS[grain]  # offsets changing by part of an hour
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive buckets of one size: bucket index = first + (t - start) // size."""
+
+    start: int
+    end: int
+    size: int
+    first: int
+
+
+@dataclass(frozen=True)
+class Buckets:
+    grain: Granularity
+    zone: ZoneInfo
+    bounds: tuple[int, ...]  # n + 1 UTC epoch seconds: bucket i is [bounds[i], bounds[i + 1])
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def start(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def end(self) -> int:
+        return self.bounds[-1]
+
+    def index(self, t: float) -> int:
+        """Bucket holding instant t (t within the range)."""
+        return bisect_right(self.bounds, t) - 1
+
+    def labels(self) -> list[datetime]:
+        return [datetime.fromtimestamp(b, self.zone) for b in self.bounds[:-1]]
+
+    def segments(self) -> list[Segment]:
+        """The buckets as runs of equal size (one run unless clocks change or days are asked)."""
+        out: list[Segment] = []
+        bounds = self.bounds
+        for i in range(self.count):
+            size = bounds[i + 1] - bounds[i]
+            last = out[-1] if out else None
+            if last and last.size == size and last.end == bounds[i]:
+                out[-1] = Segment(last.start, bounds[i + 1], size, last.first)
+            else:
+                out.append(Segment(bounds[i], bounds[i + 1], size, i))
+        return out
+
+
+def make_buckets(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> Buckets:
+    """The buckets covering [start, end), widened to whole buckets; QueryError past `max_buckets`."""
+    first = floor_bucket(start, grain, tz)
+    # Checked before the buckets are built (a year of minutes would be half a million), and after.
+    estimate = math.ceil((end - first) / GRAIN_SECONDS[grain])
+    if estimate > max_buckets + 1:
+        raise _too_many(estimate, grain, max_buckets)
+    bounds = [first]
+    while bounds[-1] < end:
+        bounds.append(next_bucket(bounds[-1], grain, tz))
+    if len(bounds) - 1 > max_buckets:
+        raise _too_many(len(bounds) - 1, grain, max_buckets)
+    return Buckets(grain, tz, tuple(bounds))
+
+
+def _too_many(count: int, grain: Granularity, max_buckets: int) -> QueryError:
+    return QueryError(
+        "granularity",
+        "max_buckets",
+        f"{count} {grain} buckets asked, at most {max_buckets}: use a coarser granularity or a shorter range",
+    )
