@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps stack down demo test test-fast lint bench clean
 
 help:
-	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, history, live traffic, warehouse load"
+	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, realtime, history, live traffic, warehouse, query API"
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
 	@echo "make lint       ruff, ruff format --check, mypy"
-	@echo "make down       stop the collector and the local Kafka and Redis"
+	@echo "make down       stop the API, realtime consumer, collector and the local Kafka and Redis"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
@@ -31,7 +31,7 @@ stack: venv system-deps
 	$(BIN)/analytics stack up
 
 down: venv
-	@bash scripts/collector.sh stop
+	@for s in api realtime collector; do bash scripts/service.sh stop $$s; done
 	$(BIN)/analytics stack down
 
 demo: stack
@@ -39,22 +39,27 @@ demo: stack
 	  $(BIN)/analytics tenants create tenant_$$t --write-key tenant_$$t --read-key demo_read_tenant_$$t --if-missing; \
 	done
 	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
-	@bash scripts/collector.sh start
+	@bash scripts/service.sh start collector
+	@bash scripts/service.sh start realtime
 	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed 8
 	$(BIN)/analytics loader --idle-exit 5
 	$(BIN)/analytics dbt build --exclude-resource-type unit_test
+	@bash scripts/service.sh start api
 	@echo
 	@$(BIN)/analytics stack status
 	@echo "collector: http://127.0.0.1:8080 (Segment /v1/batch, PostHog /batch/; API docs at /docs), log in .state/logs/collector.log"
 	@echo "tenants tenant_1..3: write key = tenant id; events on tracking.events, dead letters on tracking.events_dlq;"
 	@echo "warehouse (DuckLake: SQLite catalog + Parquet) in .state/warehouse, raw_events loaded exactly once,"
 	@echo "rolled up by dbt into fct_metrics_minute/hour/day (analytics dbt build; make dagster for the UI and schedules);"
+	@echo "realtime consumer keeps live counters in Redis (log .state/logs/realtime.log);"
+	@echo "query API: http://127.0.0.1:8000/docs  (read key of tenant_1: demo_read_tenant_1), e.g."
+	@echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:8000/api/v1/live"
 	@echo "ground truth of each generator run in .state/truth/<seed>.json. Everything keeps running: make down stops it."
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders bench orchestration
+	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders realtime api bench orchestration
 	$(BIN)/python -m analytics_core.dbt sqlfluff lint models tests
 
 test: venv system-deps lint

@@ -6,16 +6,21 @@ from typing import Annotated, Literal
 
 import typer
 
+from api.cli import serve_api
 from collector.cli import serve_collector
 from generator.cli import generate
 from loaders.cli import run_loader
 from loaders.replay import main as replay
+from realtime.cli import run_realtime
 from schema_registry.cli import serve_registry
 from stack.cli import app as stack_app
 from tenants.cli import app as tenants_app
 
 app = typer.Typer(
-    help="Analytics pipeline: stack, tenants, collector, schema registry, warehouse loader, dbt, traffic generator.",
+    help=(
+        "Analytics pipeline: stack, tenants, collector, schema registry, warehouse loader, realtime counters,"
+        " dbt, query API, traffic generator."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -25,7 +30,9 @@ app.command("generate")(generate)
 app.command("collector")(serve_collector)
 app.command("registry")(serve_registry)
 app.command("loader")(run_loader)
+app.command("api")(serve_api)
 app.command("replay")(replay)
+app.command("realtime")(run_realtime)
 
 
 @app.command(
