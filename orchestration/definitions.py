@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from orchestration.defs import dbt, replay, warehouse
+from orchestration.defs import dbt, realtime, replay, warehouse
 
-defs = dg.Definitions.merge(warehouse.defs, dbt.defs, replay.defs)
+defs = dg.Definitions.merge(warehouse.defs, dbt.defs, replay.defs, realtime.defs)

@@ -96,7 +96,11 @@ def pipeline(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
     from orchestration.defs.warehouse.resources import WarehouseResource
 
     prefix = f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:8]}."
-    update = {"topic_prefix": prefix, "warehouse_path": tmp_path_factory.mktemp("orchestration") / "warehouse"}
+    update = {
+        "topic_prefix": prefix,
+        "warehouse_path": tmp_path_factory.mktemp("orchestration") / "warehouse",
+        "redis_key_prefix": f"test:{uuid.uuid4().hex[:10]}:",  # no realtime consumer: the drift check skips
+    }
     settings = kafka_settings.model_copy(
         update={**update, "loader_batch_events": 2_000, "loader_batch_seconds": 0.5, "loader_compact_every_s": 0.0}
     )

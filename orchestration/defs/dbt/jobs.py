@@ -9,6 +9,7 @@ from pydantic import Field
 
 from orchestration.defs.dbt.assets import dbt_models
 from orchestration.defs.dbt.project import HOURLY_SELECT, MINUTE_SELECT, REBUILD_SELECT
+from orchestration.defs.realtime.checks import realtime_matches_warehouse
 from orchestration.defs.warehouse.loading import RAW_EVENTS_KEY
 
 # Runs that write the warehouse carry this tag; dagster.yaml lets one of them run at a time.
@@ -16,8 +17,11 @@ WAREHOUSE_RUN_TAGS = {"analytics/warehouse": "write"}
 
 metrics_minute_job = dg.define_asset_job(
     "metrics_minute",
-    selection=dg.AssetSelection.assets(RAW_EVENTS_KEY) | build_dbt_asset_selection([dbt_models], MINUTE_SELECT),
-    description="Load Kafka into raw_events until caught up, then stage and build the minute rollups and watermarks.",
+    selection=dg.AssetSelection.assets(RAW_EVENTS_KEY)
+    | build_dbt_asset_selection([dbt_models], MINUTE_SELECT)
+    | dg.AssetSelection.checks(realtime_matches_warehouse),
+    description="Load Kafka into raw_events until caught up, then stage and build the minute rollups and watermarks;"
+    " check the realtime counters against the minute rollups.",
     tags=WAREHOUSE_RUN_TAGS,
 )
 metrics_hourly_job = dg.define_asset_job(

@@ -21,6 +21,8 @@ OVERRIDABLE = (
     "loader_batch_events",
     "loader_batch_seconds",
     "loader_compact_every_s",
+    "redis_url",
+    "redis_key_prefix",
 )
 
 
@@ -36,6 +38,8 @@ class WarehouseResource(dg.ConfigurableResource):
     loader_batch_events: int | None = None
     loader_batch_seconds: float | None = None
     loader_compact_every_s: float | None = None
+    redis_url: str | None = None  # the realtime layer's Redis, for the reconciliation check
+    redis_key_prefix: str | None = None
     loader_idle_exit_s: float = Field(default=5.0, description="Stop loading after this long without new events.")
     loader_max_s: float = Field(default=600.0, description="Stop loading after this long whatever happens.")
 
