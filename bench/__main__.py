@@ -9,16 +9,28 @@ from typing import cast
 from rich.console import Console
 
 from analytics_core.settings import get_settings
-from bench import bench_codec, bench_collector, bench_dbt, bench_kafka, bench_loader
+from bench import (
+    bench_codec,
+    bench_collector,
+    bench_dbt,
+    bench_freshness,
+    bench_kafka,
+    bench_loader,
+    bench_query,
+    bench_realtime,
+)
 from bench.harness import Benchmark, Scale, results_table, run_benchmarks, write_results
 
 # In run order: the raw Kafka figures come first because later benchmarks use them as baselines.
 BENCHMARKS: list[tuple[str, Benchmark]] = [
     ("kafka", bench_kafka.run),
     ("loader", bench_loader.run),
+    ("realtime", bench_realtime.run),
     ("dbt", bench_dbt.run),
     ("codec", bench_codec.run),
     ("collector", bench_collector.run),
+    ("query", bench_query.run),
+    ("freshness", bench_freshness.run),
 ]
 
 
