@@ -340,7 +340,7 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         watcher: LiveWatcher | None = None
         try:
             services += [collector.start(), realtime.start()]
-            api, api_url = start_api(bench, tmp)
+            api, api_url = start_api(bench, tmp, replica=False)
             services.append(api)
             collector.wait_http(f"http://127.0.0.1:{port}/readyz")
             sender = _Sender(f"http://127.0.0.1:{port}", write_key, stamp)
