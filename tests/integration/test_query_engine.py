@@ -71,8 +71,12 @@ FIRST_COPIES = f"""
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Two tenants' generated events (resends, bots, missing values) loaded as the loader would, then dbt."""
     settings = Settings(warehouse_path=tmp_path_factory.mktemp("query") / "warehouse", _env_file=None)  # type: ignore[call-arg]
+    return build_lake(settings)
+
+
+def build_lake(settings: Settings) -> Settings:
+    """Two tenants' generated events (resends, bots, missing values) loaded as the loader would, then dbt."""
     con = warehouse.connect(settings)
     offset = 0
     for start, end, n, salt in BLOCKS:

@@ -32,7 +32,7 @@ from api.models import QueryResult
 from api.replica import TABLES, Replica, ReplicaNotReady
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.query_lake import insert_block
-from tests.integration.test_query_engine import BLOCKS, CASES, FIRST_COPIES, NY, RECENT, Case, check, expected
+from tests.integration.test_query_engine import CASES, FIRST_COPIES, NY, RECENT, Case, build_lake, check, expected
 
 pytestmark = pytest.mark.integration
 REPLICA = "lake_replica"
@@ -47,17 +47,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         api_replica_refresh_s=0.1,
         _env_file=None,  # type: ignore[call-arg]
     )
-    con = warehouse.connect(settings)
-    offset = 0
-    for start, end, n, salt in BLOCKS:
-        for partition in (0, 1):
-            offset = insert_block(
-                con, "lake.main.raw_events", "tenant_a", start, end, n // 2, f"{salt}{partition}", partition, offset
-            )
-        offset = insert_block(con, "lake.main.raw_events", "tenant_b", start, end, n // 4, f"{salt}b", 2, offset)
-    con.close()
-    run_dbt(settings, "build", "--exclude-resource-type", "unit_test")
-    return settings
+    return build_lake(settings)
 
 
 @pytest.fixture(scope="module")
