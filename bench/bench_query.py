@@ -18,8 +18,11 @@ the same way; the first repetition's answers are checked against the API's.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -45,8 +48,13 @@ from tenants import TenantStore, create_tenant_with_keys
 
 EVENTS: dict[Scale, int] = {"small": 10_000_000, "large": 100_000_000}
 EVENTS_ENV = "ANALYTICS_BENCH_QUERY_EVENTS"  # overrides the scale's event count (quick runs)
+# A directory kept between runs: the first run builds the lake there, later runs with the same event
+# count reuse it (the 100M lake takes long to write and build); unset, each run uses a fresh temp dir.
+KEEP_DIR_ENV = "ANALYTICS_BENCH_QUERY_DIR"
+READY_FILE = "lake-ready.json"  # written once the lake and its rollups are complete
 USERS: dict[Scale, int] = {"small": 300_000, "large": 2_000_000}
 CHUNK = 5_000_000  # events per INSERT
+BUILD_EVERY = 10_000_000  # events written between two dbt builds
 UNCACHED_REPS = 12  # per dashboard query: 5 x 12 = 60 distinct requests
 CACHED_REPS = 200
 RAW_REPS = 3  # per dashboard query, the DuckDB baseline
@@ -433,17 +441,18 @@ def build_dbt(settings: Settings, scratch: Path) -> None:
         raise RuntimeError(f"dbt {' '.join(args)} failed:\n{done.stdout[-3000:]}")
 
 
-def generate(settings: Settings, n: int, users: int, end: datetime) -> None:
-    """n events over the 365 days before `end` into raw_events, in chunks of CHUNK."""
+def generate(settings: Settings, n: int, users: int, end: datetime, lo: int = 0, hi: int | None = None) -> None:
+    """Events [lo, hi) of the n over the 365 days before `end` into raw_events, in chunks of CHUNK."""
     con = warehouse.connect(settings)
     try:
         sql = GENERATE_SQL.replace("{lake}", settings.warehouse_alias)
         start_us = to_micros(end - timedelta(days=365))
-        for lo in range(0, n, CHUNK):
+        stop = n if hi is None else min(n, hi)
+        for first in range(lo, stop, CHUNK):
             params = {
                 "n": n,
-                "lo": lo,
-                "hi": min(n, lo + CHUNK),
+                "lo": first,
+                "hi": min(stop, first + CHUNK),
                 "users": users,
                 "start_us": start_us,
                 "tenant": TENANT,
@@ -504,12 +513,13 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
     users = USERS[scale]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     check_redis(settings)
-    # The data ends at today's midnight (UTC); every query ends a day or more before it, well behind
-    # the warehouse watermark, so answers come from rollups alone and are cached as closed ranges.
-    data_end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    query_end = data_end - timedelta(days=1)
-    with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp_dir:
-        tmp = Path(tmp_dir)
+    keep = os.environ.get(KEEP_DIR_ENV)
+    with contextlib.ExitStack() as stack:
+        if keep:
+            tmp = Path(keep).resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-query-")))
         bench = settings.model_copy(
             update={
                 "warehouse_path": tmp / "warehouse",
@@ -520,13 +530,10 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
                 "redis_key_prefix": f"bench.query.{stamp}.",
             }
         )
-        t0 = time.perf_counter()
-        generate(bench, n, users, data_end)
-        print(f"query bench: {n:,} events for {TENANT} written in {time.perf_counter() - t0:.0f} s", flush=True)
-        t0 = time.perf_counter()
-        build_dbt(bench, tmp / "dbt")
-        print(f"query bench: dbt build in {time.perf_counter() - t0:.0f} s", flush=True)
-        create_tenant_with_keys(TenantStore(bench.tenants_db), TENANT, WRITE_KEY, READ_KEY)
+        data_end = prepare_lake(bench, tmp, n, users)
+        # The data ends at a midnight (UTC); every query ends a day or more before it, well behind
+        # the warehouse watermark, so answers come from rollups alone and are cached as closed ranges.
+        query_end = data_end - timedelta(days=1)
         try:
             api, url = start_api(bench, tmp)
             with (
@@ -538,6 +545,41 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         finally:
             delete_redis_keys(bench, f"{bench.redis_key_prefix}*")
     return _records(n, results)
+
+
+def prepare_lake(settings: Settings, directory: Path, n: int, users: int) -> datetime:
+    """The lake of n events in `directory`, built unless a complete one of that size is there; its data end.
+
+    A fresh build clears what an earlier, different or unfinished one left in the directory.
+    """
+    ready = directory / READY_FILE
+    if ready.exists():
+        state = json.loads(ready.read_text())
+        if state.get("events") == n and state.get("users") == users:
+            print(f"query bench: reusing the lake of {n:,} events in {directory}", flush=True)
+            return datetime.fromisoformat(state["data_end"])
+    for stale in (ready, settings.tenants_db):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(settings.warehouse_path, ignore_errors=True)
+    shutil.rmtree(directory / "dbt", ignore_errors=True)
+    data_end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # As in production, dbt builds the rollups incrementally as the events arrive (the rows are in
+    # time order, so each slice is a stretch of the year): one build over 100M events at once runs
+    # out of memory in fct_metrics_hour on this 24 GB machine.
+    writing = building = 0.0
+    for lo in range(0, n, BUILD_EVERY):
+        t0 = time.perf_counter()
+        generate(settings, n, users, data_end, lo, lo + BUILD_EVERY)
+        t1 = time.perf_counter()
+        build_dbt(settings, directory / "dbt")
+        writing, building = writing + t1 - t0, building + time.perf_counter() - t1
+        done = min(n, lo + BUILD_EVERY)
+        print(
+            f"query bench: {done:,} of {n:,} events written ({writing:.0f} s) and built ({building:.0f} s)", flush=True
+        )
+    create_tenant_with_keys(TenantStore(settings.tenants_db), TENANT, WRITE_KEY, READ_KEY)
+    ready.write_text(json.dumps({"events": n, "users": users, "data_end": data_end.isoformat()}))
+    return data_end
 
 
 @dataclass

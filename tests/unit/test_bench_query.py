@@ -98,3 +98,35 @@ def test_generated_events_fill_the_year_and_every_bench_query_runs_on_them(lake:
             assert rows and all(len(r) == 1 + len(shape.group_by) + len(shape.metrics) for r in rows), shape.name
     finally:
         con.close()
+
+
+def test_a_kept_lake_is_built_once_per_size(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_lake builds into the kept directory slice by slice, reuses a complete lake of the same size."""
+    import bench.bench_query as bq
+
+    written: list[tuple[int, int, int | None]] = []
+    builds: list[int] = []
+
+    def fake_generate(
+        settings: Settings, n: int, users: int, end: datetime, lo: int = 0, hi: int | None = None
+    ) -> None:
+        if lo == 0:  # fails if an earlier lake was left in place
+            (settings.warehouse_path / "data").mkdir(parents=True)
+        written.append((n, lo, hi))
+
+    monkeypatch.setattr(bq, "generate", fake_generate)
+    monkeypatch.setattr(bq, "build_dbt", lambda settings, scratch: builds.append(len(written)))
+    monkeypatch.setattr(bq, "BUILD_EVERY", 400)
+    settings = Settings().model_copy(
+        update={"warehouse_path": tmp_path / "warehouse", "tenants_db": tmp_path / "tenants.sqlite"}
+    )
+    first = bq.prepare_lake(settings, tmp_path, 1000, 10)
+    assert written == [(1000, 0, 400), (1000, 400, 800), (1000, 800, 1200)]
+    assert builds == [1, 2, 3]  # a dbt build after each slice
+    assert first.hour == 0 and settings.tenants_db.exists()
+    assert bq.prepare_lake(settings, tmp_path, 1000, 10) == first and len(written) == 3  # reused
+    bq.prepare_lake(settings, tmp_path, 200, 10)  # another size: the old lake is cleared, then built
+    assert written[3:] == [(200, 0, 400)]
+    (tmp_path / bq.READY_FILE).unlink()  # an unfinished build is never reused
+    bq.prepare_lake(settings, tmp_path, 200, 10)
+    assert written[4:] == [(200, 0, 400)]
