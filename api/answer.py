@@ -88,6 +88,16 @@ class Answer:
         cell = self.cells[(bucket, group)]
         cell[metric] = cell.get(metric, 0.0) + value
 
+    def add_cell(self, bucket: int, group: Group, values: dict[str, float]) -> None:
+        """Add several metrics' values to a cell; the dict becomes the cell if it is new (do not reuse it)."""
+        key = (bucket, group)
+        cell = self.cells.get(key)
+        if cell is None:
+            self.cells[key] = values
+            return
+        for metric, value in values.items():
+            cell[metric] = cell.get(metric, 0.0) + value
+
     def part(self, query: Query, source: Source, start: float, end: float, buckets: int, metrics: list[str]) -> None:
         tz = query.buckets.zone
         self.parts.append(
@@ -138,10 +148,10 @@ def build_result(
     for bucket, group in keys[: query.limit]:
         cell = answer.cells.get((bucket, group), empty)
         rows.append(
-            Row.model_construct(
-                bucket=labels[bucket],
-                dimensions=dict(zip(query.group_by, group, strict=True)),
-                values={name: read(cell) for name, read in readers},
+            Row(
+                labels[bucket],
+                dict(zip(query.group_by, group, strict=True)),
+                {name: read(cell) for name, read in readers},
             )
         )
     approximate = {}
@@ -161,7 +171,7 @@ def build_result(
         incomplete=answer.caveats,
         elapsed_ms=round(elapsed_ms, 3),
     )
-    return QueryResult(
+    return QueryResult.model_construct(  # the parts are built right here: no validation of thousands of rows
         metrics=list(query.metrics),
         granularity=query.buckets.grain,
         timezone=query.timezone,

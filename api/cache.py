@@ -43,10 +43,10 @@ def render(template: bytes, hit: bool, age_s: float, ttl_s: int, elapsed_ms: flo
 
 
 def template(answer: dict[str, Any]) -> bytes:
-    """An answer's JSON with markers for its cache info and elapsed time."""
+    """An answer's JSON with markers for its cache info and elapsed time (datetimes as pydantic writes them)."""
     provenance = answer["provenance"]
     provenance["cache"], provenance["elapsed_ms"] = CACHE_MARK, ELAPSED_MARK
-    return orjson.dumps(answer)
+    return orjson.dumps(answer, option=orjson.OPT_UTC_Z)
 
 
 class QueryCache:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,9 +43,13 @@ class QueryRequest(BaseModel):
     )
 
 
-class Row(BaseModel):
-    bucket: datetime = Field(description="Bucket start in the query's time zone.")
-    dimensions: dict[str, str] = Field(default={}, description="Group-by values; '__other__' for the top-N rest.")
+# A plain dataclass, not a model: answers hold thousands of rows, each built in well under a microsecond.
+@dataclass(slots=True)
+class Row:
+    """One bucket and group of an answer."""
+
+    bucket: Annotated[datetime, Field(description="Bucket start in the query's time zone.")]
+    dimensions: Annotated[dict[str, str], Field(description="Group-by values; '__other__' for the top-N rest.")]
     values: dict[str, float | None]
 
 
@@ -91,4 +96,11 @@ class QueryResult(BaseModel):
 
 
 def dump(result: QueryResult) -> dict[str, Any]:
-    return result.model_dump(mode="json")
+    """The answer as data for orjson (with OPT_UTC_Z), fields in the schema's order.
+
+    The rows stay Row dataclasses for orjson to write (their buckets as pydantic would: `Z` for UTC,
+    the offset otherwise) at a fraction of the cost of pydantic serialising thousands of rows; the
+    rest goes through pydantic.
+    """
+    out = result.model_dump(mode="json", exclude={"rows"})
+    return {name: result.rows if name == "rows" else out[name] for name in QueryResult.model_fields}

@@ -145,8 +145,9 @@ class RollupPath:
         )
         totals: dict[Group, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         sql = rollup_source.rollup_sql(ranking, self.alias, None)
-        for _, group, metric, value in rollup_source.values(ranking, self.fetch_arrow(*sql) if sql else None):
-            totals[group][metric] += value
+        for _, group, found in rollup_source.cells(ranking, self.fetch_arrow(*sql) if sql else None):
+            for metric, value in found.items():
+                totals[group][metric] += value
         for cells in counters.minutes.values():
             for (metric, combo), value in cells.items():
                 if metric in parts:
@@ -182,16 +183,17 @@ class RollupPath:
         combos: set[Combo] = set()
         single = {f.dimension: f.values[0] for f in self.query.filters if not f.negated and len(f.values) == 1}
         grouped = {d: i for i, d in enumerate(self.query.group_by)}
-        for bucket, group, metric, value in rollup_source.values(read, self.fetch_arrow(*sql) if sql else None):
-            if bucket in probed and metric in self.unique:
+        for bucket, group, found in rollup_source.cells(read, self.fetch_arrow(*sql) if sql else None):
+            if bucket in probed and any(metric in self.unique for metric in found):
                 combos.add(
                     tuple(
                         group[grouped[d]] if d in grouped else single.get(d, ALL) if d in self.dimension_set else ALL
                         for d in self.catalogue.rollup_dimensions
                     )
                 )
-            else:
-                answer.add(bucket, group, metric, value)
+                found = {metric: value for metric, value in found.items() if metric not in self.unique}
+            if found:
+                answer.add_cell(bucket, group, found)
         answer.approximate.update(self.unique)
         return combos
 

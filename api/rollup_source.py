@@ -242,8 +242,12 @@ def valued_metrics(read: RollupRead) -> tuple[str, ...]:
     return read.additive + read.unique
 
 
-def values(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple[str, ...], str, float]]:
-    """(bucket, group, metric, value) of rollup_sql's rows (as Arrow); each merged sketch estimated."""
+def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple[str, ...], dict[str, float]]]:
+    """(bucket, group, {metric: value}) of rollup_sql's rows (as Arrow); each merged sketch estimated.
+
+    A (bucket, group) comes once with its summed values, and once more per metric whose sketches
+    were merged for it.
+    """
     if table is None:
         return
     width = len(read.group_by)
@@ -251,11 +255,13 @@ def values(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tupl
     metrics = table.column(1 + width)
     summed = pc.is_null(metrics)
     columns = [table.column(i).filter(summed).to_pylist() for i in range(table.num_columns - 1) if i != 1 + width]
-    for row in zip(*columns, strict=True):
-        bucket, group = row[0], tuple(row[1 : 1 + width])
-        for name, value in zip(names, row[1 + width :], strict=True):
-            if value is not None:
-                yield bucket, group, name, value
+    if width == 1:  # the common shapes without a tuple slice per row
+        for bucket, value, *numbers in zip(*columns, strict=True):
+            yield bucket, (value,), {n: v for n, v in zip(names, numbers, strict=True) if v is not None}
+    else:
+        for row in zip(*columns, strict=True):
+            found = {n: v for n, v in zip(names, row[1 + width :], strict=True) if v is not None}
+            yield row[0], tuple(row[1 : 1 + width]), found
     if metrics.null_count == table.num_rows:
         return
     # Each sketch row goes to the union of its (bucket, group, metric); a summed row has no sketch to add.
@@ -266,7 +272,7 @@ def values(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tupl
     )
     estimates = merged_estimates(owners, len(index), table.column(table.num_columns - 1))
     for (merged_bucket, *values_of_group, metric), estimate in zip(index, estimates, strict=True):
-        yield merged_bucket, tuple(values_of_group), metric, estimate
+        yield merged_bucket, tuple(values_of_group), {metric: estimate}
 
 
 def combos_sql(
