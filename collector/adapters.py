@@ -72,17 +72,21 @@ def segment_batch(body: Any) -> tuple[list[Any], str | None]:
     context = body.get("context")
     if isinstance(context, dict) and context:
         _check_text(context, "context")  # merged into every message, after their own checks
+    batch_context = context if isinstance(context, dict) and context else None
     out = []
     for msg in batch:
+        if not isinstance(msg, dict):
+            out.append(msg)
+            continue
         extra: dict[str, Any] = {}
-        if isinstance(msg, dict):
-            if sent_at is not None and msg.get("sentAt") is None:
-                extra[BATCH_SENT_AT] = sent_at
-            if isinstance(context, dict) and context:
-                own = msg.get("context")
-                # Segment: batch-level context applies to every message; the message's own keys win.
-                extra["context"] = {**context, **own} if isinstance(own, dict) else own if own is not None else context
-        out.append(_segment_message(msg, extra))
+        if sent_at is not None and msg.get("sentAt") is None:
+            extra[BATCH_SENT_AT] = sent_at
+        if batch_context is not None:
+            own = msg.get("context")
+            # Segment: batch-level context applies to every message; the message's own keys win.
+            extra["context"] = {**context, **own} if isinstance(own, dict) else own if own is not None else context
+        # The usual message needs no copy: _segment_message's own test, inline.
+        out.append(msg if not extra and PRIVATE_KEYS.isdisjoint(msg) else _segment_message(msg, extra))
     return out, _key(body, "writeKey")
 
 

@@ -30,7 +30,8 @@ class Deduplicator:
 
     async def claim(self, tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """(events seen for the first time, keys claimed for them). Raises redis.RedisError when Redis is down."""
-        keys = [dedupe_key(tenant_id, e["event_id"]) for e in events]
+        prefix = dedupe_key(tenant_id, "")  # the keys are prefix + event id: no call per event
+        keys = [prefix + e["event_id"] for e in events]
         return _fresh(events, keys, await self._claim(keys=keys, args=[self._window]))
 
     async def release(self, keys: list[str]) -> None:

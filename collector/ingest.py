@@ -52,11 +52,15 @@ def key_from_basic_auth(header: str | None) -> str | None:
     return user or None
 
 
-def _user_of(message: Any) -> str | None:
-    if not isinstance(message, dict):
-        return None
-    user = message.get("userId") or message.get("anonymousId")
-    return str(user) if user is not None else None
+def _users(messages: list[Any]) -> list[str]:
+    """The user (userId, else anonymousId, as text) of each message that names one, for the rate limit."""
+    users = []
+    for message in messages:
+        if isinstance(message, dict):
+            user = message.get("userId") or message.get("anonymousId")
+            if user is not None:
+                users.append(user if type(user) is str else str(user))
+    return users
 
 
 async def prepare(
@@ -81,12 +85,12 @@ async def prepare(
         max_event_bytes=state.settings.collector_max_event_bytes,
     )
     processed = process_messages(messages, ctx)
-    events = [replace_bot(e) if (e["user_id"] or e["anonymous_id"]) in bots else e for e in processed.events]
+    events = processed.events
+    if bots:
+        events = [replace_bot(e) if (e["user_id"] or e["anonymous_id"]) in bots else e for e in events]
     events, claims = await _dedupe(state, tenant.tenant_id, events)
-    records = [
-        (state.topics.events, f"{e['tenant_id']}:{e['user_id'] or e['anonymous_id']}", state.serialize(e))
-        for e in events
-    ]
+    topic, serialize = state.topics.events, state.serialize
+    records = [(topic, f"{e['tenant_id']}:{e['user_id'] or e['anonymous_id']}", serialize(e)) for e in events]
     records += [(state.topics.events_dlq, tenant.tenant_id, d.to_json()) for d in processed.dead_letters]
     return Prepared(
         records=records,
@@ -130,7 +134,7 @@ async def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -
     if not state.redis_usable():
         state.metrics.redis_unavailable.labels("ratelimit").inc()
         return set()
-    users = Counter(u for u in map(_user_of, messages) if u is not None)
+    users = Counter(_users(messages))
     try:
         verdict, bots = await state.limiter.check(
             tenant.tenant_id,

@@ -13,12 +13,16 @@ import orjson
 from analytics_core.deadletter import DeadLetter
 from collector import enrichment, promotion
 from collector import validation as v
-from collector.adapters import BATCH_SENT_AT, ORIGINAL
+from collector.adapters import BATCH_SENT_AT, EXPERIMENT, ORIGINAL
 from collector.event_schemas import EventSchemas
 
 # Namespace of ids made for messages without messageId: a resend of the same content gets the same id.
 CONTENT_ID_NAMESPACE = uuid.UUID("0c5c1f62-5a57-4c4e-9a8e-0c6f3b1d7e21")
 _DEFAULT_MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one event
+_MESSAGE_TYPES = frozenset(v.MESSAGE_TYPES)
+_MAX_EVENT_NAME, _MAX_ID, _MAX_KEYS = v.MAX_EVENT_NAME_CHARS, v.MAX_ID_CHARS, v.MAX_KEYS
+_micros = v._micros
+_TRAITS_TYPES = ("identify", "group")  # message types whose traits, not properties, are validated
 _log = logging.getLogger(__name__)
 
 
@@ -67,35 +71,77 @@ def _dead_letter(msg: Any, ctx: RequestContext, rejected: v.Rejected) -> DeadLet
 
 
 def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, Any]:
-    """The canonical event of one message, or Rejected with the dead-letter reason."""
+    """The canonical event of one message, or Rejected with the dead-letter reason.
+
+    The hot path of the collector: the usual case of each rule is checked inline, and anything else
+    (absent, wrong type, too long …) goes to the validation/promotion function of that rule, which
+    raises its dead letter or returns the value. The rules and their order are the functions' own.
+    """
     if not isinstance(msg, dict):
         raise v.Rejected("format", "message", "must be a JSON object")
-    original = msg.get(ORIGINAL, msg)
+    get = msg.get
+    original = get(ORIGINAL, msg)
     if not isinstance(original, dict):  # only adapters set it; a hand-built message may not
         original = msg
     v.check_size(original, ctx.max_event_bytes)
-    mtype = v.message_type(msg)
-    event_type = v.event_type(msg, mtype)
-    user_id, anonymous_id = v.identity(msg)
-    event_id = v.message_id(msg) or content_id(original, ctx.tenant_id)
-    props = v.json_object(msg, "properties")
-    traits = v.json_object(msg, "traits")
-    context = v.json_object(msg, "context")
-    client_time_key = "timestamp" if msg.get("timestamp") is not None else "originalTimestamp"
-    original_ts = v.timestamp(msg.get(client_time_key), client_time_key)
-    sent_at = v.timestamp(msg.get("sentAt"), "sentAt", repeated=True)
+    mtype = get("type")
+    if type(mtype) is not str or mtype not in _MESSAGE_TYPES:
+        mtype = v.message_type(msg)
+    if mtype == "track":
+        event_type = get("event")
+        if type(event_type) is not str or not event_type or len(event_type) > _MAX_EVENT_NAME:
+            event_type = v.event_type(msg, mtype)
+    else:
+        event_type = v.event_type(msg, mtype)
+    user_id, anonymous_id = get("userId"), get("anonymousId")
+    if (user_id is not None and (type(user_id) is not str or not user_id or len(user_id) > _MAX_ID)) or (
+        anonymous_id is not None and (type(anonymous_id) is not str or not anonymous_id or len(anonymous_id) > _MAX_ID)
+    ):
+        user_id, anonymous_id = v.identity(msg)
+    elif user_id is None and anonymous_id is None:
+        v.identity(msg)  # raises: one of them is required
+    event_id = get("messageId")
+    if type(event_id) is not str or not event_id or len(event_id) > _MAX_ID:
+        event_id = v.message_id(msg) or content_id(original, ctx.tenant_id)
+    props, traits, context = get("properties"), get("traits"), get("context")
+    if type(props) is not dict or len(props) > _MAX_KEYS:
+        props = v.json_object(msg, "properties")
+    if type(traits) is not dict or len(traits) > _MAX_KEYS:
+        traits = v.json_object(msg, "traits")
+    if type(context) is not dict or len(context) > _MAX_KEYS:
+        context = v.json_object(msg, "context")
+    client_time = get("timestamp")
+    client_time_key = "timestamp" if client_time is not None else "originalTimestamp"
+    if client_time is None:
+        client_time = get(client_time_key)
+    try:
+        original_ts = _micros(client_time) if type(client_time) is str else v.timestamp(client_time, client_time_key)
+    except (ValueError, OverflowError):
+        original_ts = v.timestamp(client_time, client_time_key)  # raises the format dead letter
+    sent_at = v.timestamp(get("sentAt"), "sentAt", repeated=True)
     if sent_at is None:
-        sent_at = v.timestamp(msg.get(BATCH_SENT_AT), "sentAt", repeated=True)
+        sent_at = v.timestamp(get(BATCH_SENT_AT), "sentAt", repeated=True)
     if mtype == "track" and not ctx.allow_unknown_event_types and event_type not in schemas:
         raise v.Rejected("unknown_event_type", "event", f"{event_type[:100]!r} has no schema for this tenant")
-    schemas.validate(event_type, traits if mtype in ("identify", "group") else props, _schema_field(mtype))
-    revenue = promotion.revenue(props)
-    timestamp = enrichment.event_time(original_ts, sent_at, ctx.received_at)
-    enrichment.check_not_future(timestamp, ctx.received_at)
-    ip = promotion.ip(context, ctx.connection_ip)
-    agent_text = promotion.user_agent(context)
+    schemas.validate(event_type, traits if mtype in _TRAITS_TYPES else props, _schema_field(mtype))
+    revenue = promotion.revenue(props) if "revenue" in props or "total" in props else None
+    received_at = ctx.received_at
+    timestamp = enrichment.event_time(original_ts, sent_at, received_at)
+    if timestamp - received_at > enrichment.MAX_FUTURE_US:
+        enrichment.check_not_future(timestamp, received_at)
+    ip = context.get("ip")
+    if type(ip) is not str or not ip:
+        ip = promotion.ip(context, ctx.connection_ip)
+    agent_text = context.get("userAgent")
+    if type(agent_text) is not str or not agent_text:
+        agent_text = promotion.user_agent(context)
     agent = enrichment.classify(agent_text)
-    experiment_key, experiment_variant = promotion.experiment(msg, props)
+    if "experiment_key" in props or EXPERIMENT in msg:
+        experiment_key, experiment_variant = promotion.experiment(msg, props)
+    else:
+        experiment_key = experiment_variant = None
+    stored = props if mtype == "track" else promotion.stored_properties(mtype, msg, props, traits)
+    currency = props.get("currency")
     return {
         "event_id": event_id,
         "tenant_id": ctx.tenant_id,
@@ -106,13 +152,13 @@ def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, 
         "timestamp": timestamp,
         "original_timestamp": original_ts,
         "sent_at": sent_at,
-        "received_at": ctx.received_at,
-        "properties": orjson.dumps(promotion.stored_properties(mtype, msg, props, traits)).decode(),
+        "received_at": received_at,
+        "properties": orjson.dumps(stored).decode(),
         "page": promotion.page(msg, props, context),
         "country": enrichment.country(ip),
         "device": agent.device,
         "revenue": revenue,
-        "currency": promotion.currency(props),
+        "currency": None if currency is None else promotion.currency(props),
         "experiment_key": experiment_key,
         "experiment_variant": experiment_variant,
         "ip": ip,
@@ -123,7 +169,7 @@ def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, 
 
 
 def _schema_field(mtype: str) -> str:
-    return "traits" if mtype in ("identify", "group") else "properties"
+    return "traits" if mtype in _TRAITS_TYPES else "properties"
 
 
 def content_id(original: dict[str, Any], tenant_id: str) -> str:

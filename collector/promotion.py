@@ -68,6 +68,8 @@ def library(context: dict[str, Any]) -> str | None:
     if name is None:
         return None
     version = lib.get("version")
+    if type(version) is str:  # the usual case, without the union isinstance below
+        return f"{name}/{version}"
     return f"{name}/{version if isinstance(version, str | int | float) and not isinstance(version, bool) else ''}"
 
 

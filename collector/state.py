@@ -16,6 +16,7 @@ from collector.dedupe import Deduplicator
 from collector.metrics import CollectorMetrics
 from collector.producer import BatchProducer
 from collector.ratelimit import RateLimiter
+from collector.redisconn import connection_class
 from collector.registration import register_schemas
 from tenants import KeyCache, TenantStore
 
@@ -41,7 +42,9 @@ class CollectorState:
 
     @classmethod
     def build(cls, settings: Settings) -> CollectorState:
-        client = redis_async_client(settings, socket_connect_timeout=0.25, socket_timeout=0.5)
+        client = redis_async_client(
+            settings, socket_connect_timeout=0.25, socket_timeout=0.5, connection_class=connection_class()
+        )
         timeout = settings.collector_kafka_timeout_s
         producer = kafka_producer(
             settings, {"message.timeout.ms": int(timeout * 1000), "linger.ms": COLLECTOR_LINGER_MS}

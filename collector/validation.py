@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,7 +23,6 @@ MAX_KEYS = 1000  # keys of properties / traits / context; JSON columns with more
 MAX_ID_CHARS = 255
 MAX_EVENT_NAME_CHARS = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 class Rejected(Exception):
@@ -53,8 +51,10 @@ def check_size(original: Any, limit: int) -> bytes:
         raise Rejected("format", "message", f"is not serialisable as JSON ({exc})") from exc
     if len(data) > limit:
         raise Rejected("size", "message", f"is {len(data)} bytes of JSON, more than the {limit} allowed")
-    # Nesting can only exceed MAX_DEPTH with that many brackets, so most messages skip the walk.
-    if data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+    # Nesting can only exceed MAX_DEPTH with that many brackets, so most messages skip the walk. Counting
+    # is a pass over the bytes each; most messages have no list, which `in` (memchr) finds out faster.
+    braces = data.count(b"{")
+    if braces > MAX_DEPTH or (b"[" in data and braces + data.count(b"[") > MAX_DEPTH):
         check_depth(original)
     return data
 
@@ -174,11 +174,27 @@ def _micros(text: str) -> int:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return (parsed - _EPOCH) // _ONE_US  # timedelta floor division: exact, and one C call
+    delta = parsed - _EPOCH
+    # Exactly `delta // timedelta(microseconds=1)` (a normalised timedelta: 0 <= seconds < 86400,
+    # 0 <= microseconds < 10**6), without the floor division's conversions (~0.4 µs of ~1 µs).
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-# sentAt repeats across a batch (batch-level or per SDK flush), event times do not: cache only sentAt.
-_micros_cached = lru_cache(maxsize=1024)(_micros)
+# sentAt repeats across a batch (batch-level or per SDK flush), event times do not: cache only sentAt,
+# and only the last one. A batch's messages are processed one after the other without a pause, so
+# a repeated sentAt hits it; one that never repeats (a client clock per message) costs ~nothing more,
+# where an LRU paid an insert and an eviction for each (~3 % of the collector's CPU in a profile).
+_last_repeated: tuple[str | None, int] = (None, 0)
+
+
+def _micros_cached(text: str) -> int:
+    global _last_repeated
+    last = _last_repeated  # one tuple read: its text and value always belong together, across threads too
+    if last[0] == text:
+        return last[1]
+    value = _micros(text)
+    _last_repeated = (text, value)
+    return value
 
 
 def timestamp(value: Any, key: str, repeated: bool = False) -> int | None:

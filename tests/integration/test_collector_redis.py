@@ -14,16 +14,17 @@ from analytics_core.clients import redis_async_client
 from analytics_core.settings import Settings
 from collector.dedupe import Deduplicator
 from collector.ratelimit import RateLimiter
+from collector.redisconn import HiredisPackedConnection, connection_class
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
 
 
 def run(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `body(client)` on a fresh event loop with its own redis.asyncio client."""
+    """Run `body(client)` on a fresh event loop with its own redis.asyncio client, built as the app's is."""
 
     async def main() -> T:
-        client = redis_async_client(settings)
+        client = redis_async_client(settings, connection_class=connection_class())
         try:
             return await body(client)
         finally:
@@ -100,3 +101,14 @@ def test_a_user_above_the_human_rate_is_flagged_not_refused(stack_settings: Sett
     results = run(stack_settings, body)
     assert all(verdict.allowed for verdict, _ in results)
     assert set().union(*(bots for _, bots in results)) == {"crawler"}
+
+
+def test_hiredis_packing_matches_redis_py(stack_settings: Settings) -> None:
+    import redis.asyncio
+
+    args = ("EVALSHA", "abc", 2, "dd:{t}:é", b"raw", 1_000_000, 16.666666666666668, 0.1, "SCRIPT LOAD")
+    python = redis.asyncio.Connection().pack_command(*args)
+    assert b"".join(HiredisPackedConnection().pack_command(*args)) == b"".join(python)
+    assert b"".join(HiredisPackedConnection().pack_command("CONFIG GET", "x")) == b"".join(
+        redis.asyncio.Connection().pack_command("CONFIG GET", "x")
+    )

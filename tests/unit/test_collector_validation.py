@@ -318,3 +318,16 @@ def test_every_reason_is_covered() -> None:
 def test_dead_letter_round_trips_through_json() -> None:
     dead = process_messages([make(GOOD, event=REMOVE)], CTX).dead_letters[0]
     assert DeadLetter.from_json(dead.to_json()) == dead
+
+
+def test_timestamps_are_exact_microseconds_and_the_sent_at_cache_is_only_a_cache() -> None:
+    from collector.validation import Rejected, timestamp
+
+    texts = ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00.000001+01:00", "0001-01-01T00:00:00", "1969-12-31T23:59:59.5"]
+    expected = [1_704_067_200_000_000, 1_704_067_200_000_001, -62_135_596_800_000_000, -500_000]
+    assert [timestamp(t, "timestamp") for t in texts] == expected
+    sequence = [0, 0, 1, 0, 2, 2, 3, 1]  # repeats, alternations: the cache keeps only the last sentAt
+    assert [timestamp(texts[i], "sentAt", repeated=True) for i in sequence] == [expected[i] for i in sequence]
+    with pytest.raises(Rejected, match="sentAt: is not a valid ISO-8601 timestamp"):
+        timestamp("2024-13-01T00:00:00Z", "sentAt", repeated=True)
+    assert timestamp(texts[3], "sentAt", repeated=True) == expected[3]
