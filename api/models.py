@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 Source = Literal["rollup_day", "rollup_hour", "rollup_minute", "raw", "realtime"]
@@ -96,11 +97,18 @@ class QueryResult(BaseModel):
 
 
 def dump(result: QueryResult) -> dict[str, Any]:
-    """The answer as data for orjson (with OPT_UTC_Z), fields in the schema's order.
+    """The answer as data for orjson (with OPT_UTC_Z), fields in the schema's order, as pydantic writes it.
 
-    The rows stay Row dataclasses for orjson to write (their buckets as pydantic would: `Z` for UTC,
-    the offset otherwise) at a fraction of the cost of pydantic serialising thousands of rows; the
-    rest goes through pydantic.
+    The rows become plain dicts with their bucket written once per distinct bucket (as orjson and
+    pydantic write datetimes: `Z` for UTC, the offset otherwise): a fraction of the cost of pydantic,
+    or of orjson, serialising thousands of rows and their datetimes; the rest goes through pydantic.
     """
     out = result.model_dump(mode="json", exclude={"rows"})
-    return {name: result.rows if name == "rows" else out[name] for name in QueryResult.model_fields}
+    written: dict[datetime, str] = {}
+    rows = []
+    for row in result.rows:
+        bucket = written.get(row.bucket)
+        if bucket is None:
+            bucket = written[row.bucket] = orjson.dumps(row.bucket, option=orjson.OPT_UTC_Z)[1:-1].decode()
+        rows.append({"bucket": bucket, "dimensions": row.dimensions, "values": row.values})
+    return {name: rows if name == "rows" else out[name] for name in QueryResult.model_fields}

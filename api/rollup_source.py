@@ -257,7 +257,10 @@ def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple
     columns = [table.column(i).filter(summed).to_pylist() for i in range(table.num_columns - 1) if i != 1 + width]
     if width == 1:  # the common shapes without a tuple slice per row
         for bucket, value, *numbers in zip(*columns, strict=True):
-            yield bucket, (value,), {n: v for n, v in zip(names, numbers, strict=True) if v is not None}
+            if None in numbers:
+                yield bucket, (value,), {n: v for n, v in zip(names, numbers, strict=True) if v is not None}
+            else:
+                yield bucket, (value,), dict(zip(names, numbers, strict=True))
     else:
         for row in zip(*columns, strict=True):
             found = {n: v for n, v in zip(names, row[1 + width :], strict=True) if v is not None}

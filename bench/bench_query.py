@@ -397,8 +397,11 @@ def start_api(settings: Settings, log_dir: Path, replica: bool = True) -> tuple[
     return api, url
 
 
-def wait_for_replica(url: str, timeout: float = 180.0) -> None:
-    """Until the API serves rollups from its in-memory replica (/readyz says which snapshot it holds)."""
+def wait_for_replica(url: str, timeout: float = 900.0) -> None:
+    """Until the API serves rollups from its in-memory replica (/readyz says which snapshot it holds).
+
+    The replica of a 100M-event year takes minutes to load on 2 cores.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = httpx.get(f"{url}/readyz", timeout=5)
