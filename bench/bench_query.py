@@ -400,7 +400,7 @@ def start_api(settings: Settings, log_dir: Path, replica: bool = True) -> tuple[
 def wait_for_replica(url: str, timeout: float = 900.0) -> None:
     """Until the API serves rollups from its in-memory replica (/readyz says which snapshot it holds).
 
-    The replica of a 100M-event year takes minutes to load on 2 cores.
+    The replica of the 100M-event lake loaded in ~30 s on the 2-core VM; the limit leaves room for slower machines.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
