@@ -41,7 +41,9 @@ demo: stack
 	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
 	@bash scripts/service.sh start collector
 	@bash scripts/service.sh start realtime
-	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed 8
+	@# A new seed per run: the same seed again within the collector's 24 h dedupe window would send the
+	@# same message ids, and the collector would (rightly) drop them all as resends.
+	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed $$(date +%s)
 	$(BIN)/analytics loader --idle-exit 5
 	$(BIN)/analytics dbt build --exclude-resource-type unit_test
 	@bash scripts/service.sh start api
