@@ -2,8 +2,9 @@
 
 A fresh DuckLake gets a year of generated events for one tenant, written straight into
 `raw_events` with SQL (10M events at scale small, 100M at scale large, or
-ANALYTICS_BENCH_QUERY_EVENTS), and one dbt build makes the rollups. The query API then runs as a
-real server (`analytics api`) on that lake and the local Redis, and a keep-alive httpx client
+ANALYTICS_BENCH_QUERY_EVENTS) in slices of 10M, a dbt build making the rollups after each slice
+(ANALYTICS_BENCH_QUERY_DIR keeps the lake for later runs of the same size). The query API then runs
+as a real server (`analytics api`) on that lake and the local Redis, and a keep-alive httpx client
 asks it dashboard questions:
 
 - uncached: every request distinct (each repetition shifts the range back one day, or one hour,
