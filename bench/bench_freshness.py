@@ -23,6 +23,7 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,46 +253,51 @@ def _ready_for_queries(settings: Settings, api: Service, client: httpx.Client, s
     raise api.failed(f"/api/v1/query still answers {answer.status_code} after dbt: {answer.text[:500]}")
 
 
-def _live_phase(sender: _Sender, watcher: LiveWatcher, n: int, rng: random.Random) -> tuple[list[float], int]:
-    """Seconds from the collector's 200 to the first counters frame showing each event; (latencies, missed)."""
+def _phase(n: int, rng: random.Random, observe: Callable[[], tuple[float, float | None]]) -> tuple[list[float], int]:
+    """n events, each sent and watched by `observe` ((the collector's 200, first sight or None)); (latencies, missed).
+
+    An event not seen within EVENT_TIMEOUT_S counts as missed, at that timeout; a pause follows each.
+    """
     latencies: list[float] = []
     missed = 0
     for _ in range(n):
-        since, before = watcher.mark()
-        ok = sender.send()
-        seen = watcher.wait_for(since, before, EVENT_TIMEOUT_S)
+        ok, seen = observe()
         if seen is None:
             missed += 1
             latencies.append(EVENT_TIMEOUT_S)
         else:
-            # Can be slightly negative: the frame may arrive before the collector's answer does.
+            # Can be slightly negative: a live frame may arrive before the collector's answer does.
             latencies.append(seen - ok)
         time.sleep(rng.uniform(*PAUSE_S))
     return latencies, missed
+
+
+def _live_phase(sender: _Sender, watcher: LiveWatcher, n: int, rng: random.Random) -> tuple[list[float], int]:
+    """Seconds from the collector's 200 to the first counters frame showing each event; (latencies, missed)."""
+
+    def observe() -> tuple[float, float | None]:
+        since, before = watcher.mark()
+        ok = sender.send()
+        return ok, watcher.wait_for(since, before, EVENT_TIMEOUT_S)
+
+    return _phase(n, rng, observe)
 
 
 def _query_phase(sender: _Sender, poller: _Poller, n: int, rng: random.Random) -> tuple[list[float], int]:
     """Seconds from the collector's 200 to the first /query answer showing each event; (latencies, missed)."""
-    latencies: list[float] = []
-    missed = 0
-    for _ in range(n):
+
+    def observe() -> tuple[float, float | None]:
         _, before = poller.counts()
         ok = sender.send()
-        seen = None
         while time.perf_counter() - ok < EVENT_TIMEOUT_S:
             asked = time.perf_counter()
             arrived, after = poller.counts()
             if increased(before, after):
-                seen = arrived
-                break
+                return ok, arrived
             time.sleep(max(0.0, POLL_S - (time.perf_counter() - asked)))
-        if seen is None:
-            missed += 1
-            latencies.append(EVENT_TIMEOUT_S)
-        else:
-            latencies.append(seen - ok)
-        time.sleep(rng.uniform(*PAUSE_S))
-    return latencies, missed
+        return ok, None
+
+    return _phase(n, rng, observe)
 
 
 def _warm_up(sender: _Sender, watcher: LiveWatcher) -> None:
