@@ -29,7 +29,8 @@ from analytics_core import warehouse
 from analytics_core.settings import Settings
 from api.engine import QueryEngine, attach_lake
 from api.models import QueryResult
-from api.replica import TABLES, Replica, ReplicaNotReady
+from api.replica import Replica, ReplicaNotReady
+from tests import replica_checks
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.query_lake import insert_block
 from tests.integration.test_query_engine import CASES, FIRST_COPIES, NY, RECENT, Case, build_lake, check, expected
@@ -76,24 +77,11 @@ def truth_of(settings: Settings) -> duckdb.DuckDBPyConnection:
 
 
 def differences(engine: QueryEngine) -> dict[str, int]:
-    """Per replicated table: rows (every column) in only one of lake and replica, as multisets."""
-    con = engine._connection()
-    out = {}
-    for table in TABLES:
-        lake, mine = f"lake.main.{table}", f"{REPLICA}.main.{table}"
-        row = con.execute(
-            f"SELECT (SELECT count(*) FROM (FROM {lake} EXCEPT ALL FROM {mine}))"
-            f" + (SELECT count(*) FROM (FROM {mine} EXCEPT ALL FROM {lake}))"
-        ).fetchone()
-        assert row is not None
-        out[table] = int(row[0])
-    return out
+    return replica_checks.differences(engine._connection(), REPLICA)
 
 
 def current_snapshot(engine: QueryEngine) -> int:
-    row = engine._connection().execute("SELECT id FROM lake.current_snapshot()").fetchone()
-    assert row is not None
-    return int(row[0])
+    return replica_checks.current_snapshot(engine._connection())
 
 
 def caught_up(engine: QueryEngine, timeout: float = 60.0) -> None:
@@ -106,7 +94,7 @@ def rows_of(result: QueryResult) -> tuple[Any, ...]:
     return tuple((r.bucket, tuple(sorted(r.dimensions.items())), tuple(sorted(r.values.items()))) for r in result.rows)
 
 
-NO_DIFFERENCES = dict.fromkeys(TABLES, 0)
+NO_DIFFERENCES = replica_checks.NO_DIFFERENCES
 
 
 def test_the_replica_equals_the_lake(engine: QueryEngine) -> None:

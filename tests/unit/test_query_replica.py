@@ -23,6 +23,7 @@ from api.planner import Piece
 from api.replica import ROLLUP_TABLES, TABLES, WATERMARKS, WHOLE_AFTER_FAILURES, Replica, ReplicaNotReady
 from api.rollup_source import RollupRead, rollup_sql
 from api.validation import Condition
+from tests import replica_checks
 
 ROLLUP_COLUMNS = (
     "tenant_id VARCHAR, metric VARCHAR, dimension_set VARCHAR, event_type VARCHAR, country VARCHAR,"
@@ -74,22 +75,10 @@ class Reader:
         return self.con
 
     def differences(self) -> dict[str, int]:
-        """Per table: rows in one of lake and replica but not the other (as multisets), all columns."""
-        out = {}
-        for table in TABLES:
-            lake, mine = f"lake.main.{table}", f"lake_replica.main.{table}"
-            row = self.con.execute(
-                f"SELECT (SELECT count(*) FROM (FROM {lake} EXCEPT ALL FROM {mine}))"
-                f" + (SELECT count(*) FROM (FROM {mine} EXCEPT ALL FROM {lake}))"
-            ).fetchone()
-            assert row is not None
-            out[table] = int(row[0])
-        return out
+        return replica_checks.differences(self.con)
 
     def current(self) -> int:
-        row = self.con.execute("SELECT id FROM lake.current_snapshot()").fetchone()
-        assert row is not None
-        return int(row[0])
+        return replica_checks.current_snapshot(self.con)
 
 
 @pytest.fixture()
@@ -99,7 +88,7 @@ def reader(lake: Settings, writer: duckdb.DuckDBPyConnection) -> Iterator[Reader
     r.con.close()
 
 
-NO_DIFFERENCES = dict.fromkeys(TABLES, 0)
+NO_DIFFERENCES = replica_checks.NO_DIFFERENCES
 
 
 def test_the_load_copies_every_table_at_one_snapshot(reader: Reader) -> None:
