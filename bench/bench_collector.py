@@ -1,4 +1,8 @@
-"""collector_ingest: events/s through /v1/batch (batches of 100) against kafka_produce_raw; collector_latency_p99."""
+"""collector_ingest: events/s through /v1/batch (batches of 100) against kafka_produce_raw; collector_latency_p99.
+
+Also where the CPU of the timed part went, in µs an event: the collector's workers, Redis, the Kafka
+broker and this process (the load client), read from /proc. On 2 cores their sum bounds the rate.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from confluent_kafka import TopicPartition
 from analytics_core.clients import kafka_admin, kafka_consumer
 from analytics_core.settings import Settings
 from analytics_core.topics import Topics, ensure_topics
+from bench.cpu import CpuMeter, children, stack_servers
 from bench.harness import Record, Scale, record
 from generator.config import GeneratorConfig
 from generator.run import run as generate
@@ -94,6 +99,10 @@ async def _load(host: str, port: int, bodies: list[bytes]) -> tuple[float, list[
     return time.perf_counter() - t0, latencies
 
 
+def _cpu_record_name(party: str) -> str:
+    return "collector_cpu_per_event" if party == "collector" else f"collector_{party}_cpu_per_event"
+
+
 def _topic_count(settings: Settings, topic: str) -> int:
     consumer = kafka_consumer(settings, "bench.collector.count")
     try:
@@ -142,7 +151,11 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         proc = _start_collector({"ANALYTICS_TOPIC_PREFIX": prefix, "ANALYTICS_TENANTS_DB": str(db)}, port)
         try:
             asyncio.run(_load("127.0.0.1", port, bodies[:WARMUP]))  # connections, schema id, caches
+            collector = [proc.pid, *children(proc.pid)]
+            meter = CpuMeter({"collector": collector, "client": [os.getpid()], **stack_servers(settings)})
+            meter.start()
             seconds, latencies = asyncio.run(_load("127.0.0.1", port, bodies[WARMUP:]))
+            cpu = meter.stop()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -164,4 +177,5 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
             target=">= 0.5 x kafka_produce_raw",
         ),
         record("collector_latency_p99", p99, "ms"),
+        *(record(_cpu_record_name(name), used / timed * 1e6, "us/event") for name, used in cpu.items()),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from analytics_core.clients import kafka_admin, kafka_consumer, kafka_producer
 from analytics_core.serde import EventDeserializer, EventSerializer
 from analytics_core.settings import Settings
 from analytics_core.topics import Topics, ensure_topics
+from bench.cpu import CpuMeter, stack_servers
 from bench.events import iter_events, partition_key
 from bench.harness import Record, Scale, record
 
@@ -94,7 +96,7 @@ def _delete(settings: Settings, topics: list[str], groups: list[str]) -> None:
 
 
 def run(settings: Settings, scale: Scale) -> list[Record]:
-    """kafka_produce_raw, kafka_consume_raw and kafka_consume_decode in events/s."""
+    """kafka_produce_raw, kafka_consume_raw and kafka_consume_decode in events/s; the produce CPU per event."""
     n = EVENTS[scale]
     prefix = f"bench.{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}."
     bench = settings.model_copy(update={"topic_prefix": prefix})
@@ -109,9 +111,12 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         ensure_topics(bench, timeout=30)
         producer = kafka_producer(bench)
         _produce(producer, topics.events, items[:WARMUP])
+        meter = CpuMeter({"producer": [os.getpid()], **stack_servers(bench)})
+        meter.start()
         t0 = time.perf_counter()
         _produce(producer, topics.events, islice(cycle(items), WARMUP, WARMUP + n))
         produce_rate = n / (time.perf_counter() - t0)
+        produce_cpu = meter.stop()
         del items, producer
 
         def raw(value: bytes) -> int:
@@ -125,6 +130,13 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
     consume_raw = record("kafka_consume_raw", raw_rate, "events/s")
     return [
         record("kafka_produce_raw", produce_rate, "events/s"),
+        # Where the produce CPU went: this process (with librdkafka's threads) and the broker.
+        record("kafka_produce_cpu_per_event", produce_cpu["producer"] / n * 1e6, "us/event"),
+        *(
+            [record("kafka_produce_broker_cpu_per_event", produce_cpu["kafka"] / n * 1e6, "us/event")]
+            if "kafka" in produce_cpu
+            else []
+        ),
         consume_raw,
         record("kafka_consume_decode", decode_rate, "events/s", baseline=consume_raw),
     ]
