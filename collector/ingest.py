@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from collector.adapters import PayloadError
+from collector.dedupe import Claims
 from collector.pipeline import RequestContext, process_messages
 from collector.producer import KafkaUnavailable
 from collector.state import CollectorState
@@ -25,7 +26,7 @@ class Prepared:
     """A request ready to produce: records for both topics, dedupe claims to undo on failure, counts."""
 
     records: list[tuple[str, str, bytes]]
-    claims: list[str]
+    claims: Claims
     received: int
     accepted: int
     bots: int
@@ -118,7 +119,7 @@ async def produce(state: CollectorState, prepared: Prepared) -> None:
         m.dead_lettered.labels(reason).inc(count)
 
 
-async def _release(state: CollectorState, claims: list[str]) -> None:
+async def _release(state: CollectorState, claims: Claims) -> None:
     try:
         await state.dedupe.release(claims)
     except redis.RedisError as exc:
@@ -153,16 +154,16 @@ async def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -
 
 async def _dedupe(
     state: CollectorState, tenant_id: str, events: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], Claims]:
     if not events:
-        return events, []
+        return events, Claims()
     if not state.redis_usable():
         state.metrics.redis_unavailable.labels("dedupe").inc()
-        return events, []
+        return events, Claims()
     try:
         fresh, claims = await state.dedupe.claim(tenant_id, events)
     except redis.RedisError as exc:
         state.redis_failed("dedupe", exc)
-        return events, []
+        return events, Claims()
     state.metrics.duplicates.inc(len(events) - len(fresh))
     return fresh, claims

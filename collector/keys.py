@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 
-def dedupe_key(tenant_id: str, event_id: str) -> str:
-    return f"dd:{{{tenant_id}}}:{event_id}"
+def dedupe_bucket_key(tenant_id: str, bucket: str) -> str:
+    """The set of a tenant's event ids claimed in one dedupe bucket (collector/dedupe.py)."""
+    return f"dd:{{{tenant_id}}}:{bucket}"
 
 
 def tenant_bucket_key(tenant_id: str) -> str:
     return f"rl:{{{tenant_id}}}:tenant"
 
 
-def user_bucket_key(tenant_id: str, user: str) -> str:
-    return f"rl:{{{tenant_id}}}:user:{user}"
+def user_buckets_key(tenant_id: str, period: str) -> str:
+    """The hash of the tenant's users' token buckets written in one period (collector/ratelimit.py)."""
+    return f"rl:{{{tenant_id}}}:users:{period}"

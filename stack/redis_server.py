@@ -43,6 +43,10 @@ def command(settings: Settings, redis_server: str) -> list[str]:
         "60 1000",
         "--appendonly",
         "no",
+        # The collector's dedupe sets hold a window of a tenant's event ids each; free them in the
+        # background when they expire instead of blocking every client meanwhile.
+        "--lazyfree-lazy-expire",
+        "yes",
     ]
 
 
