@@ -9,7 +9,8 @@ def dedupe_bucket_key(tenant_id: str, bucket: str) -> str:
 
 
 def tenant_bucket_key(tenant_id: str) -> str:
-    return f"rl:{{{tenant_id}}}:tenant"
+    """The tenant's token bucket as a GCRA time (a string; the hash that `rl:{t}:tenant` was is not reused)."""
+    return f"rl:{{{tenant_id}}}:tenant:tat"
 
 
 def user_buckets_key(tenant_id: str, period: str) -> str:
