@@ -80,7 +80,7 @@ class TenantVerdict:
 
 
 class RateLimiter:
-    """Both buckets for one batch in a single round trip, through a redis.asyncio client."""
+    """Both buckets for one batch in one script call (one per 2,000 users), through a redis.asyncio client."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
