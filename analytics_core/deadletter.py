@@ -14,6 +14,7 @@ Reason = Literal[
     "schema_violation",  # required field missing, wrong type, per-event-type schema broken
     "enrichment_failure",  # e.g. timestamp more than 24 h in the future
     "unknown_event_type",  # the tenant rejects event types it has no schema for
+    "out_of_range",  # a number or time outside analytics_core/bounds.py: revenue 1e308, NaN, year 0001
 ]
 REASONS: tuple[str, ...] = Reason.__args__  # type: ignore[attr-defined]
 
@@ -25,7 +26,7 @@ class DeadLetter:
     tenant_id: str | None
     received_at: int  # microseconds since the epoch, UTC
     payload: Any  # the original message as received (JSON-able), or base64 text for raw bytes
-    source: str  # what produced it: collector, generator, loader …
+    source: str  # what produced it: collector, generator, loader, realtime …
 
     def to_json(self) -> bytes:
         # Not dataclasses.asdict: it deep-copies the payload, which dominates the cost here.

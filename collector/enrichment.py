@@ -12,9 +12,11 @@ from crawlerdetect.providers.crawlers import data as crawler_patterns
 from crawlerdetect.providers.exclusions import data as exclusion_patterns
 from iptocc import country_code
 
+from analytics_core.bounds import Bounds
 from collector.validation import Rejected
 
-MAX_FUTURE_US = 24 * 3_600_000_000  # an event time further ahead of receipt than this is a broken clock
+_DEFAULT_BOUNDS = Bounds()
+MAX_FUTURE_US = _DEFAULT_BOUNDS.max_future_us  # default: an event time further ahead of receipt is a broken clock
 UA_CACHE_SIZE = 16_384  # distinct user agents kept parsed; real traffic repeats a few thousand
 # OS families of phones and tablets; which of the two is decided by the device and the UA text.
 _HANDHELD_OS = frozenset({"iOS", "iPadOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Tizen", "Sailfish"})
@@ -92,6 +94,15 @@ def event_time(original: int | None, sent_at: int | None, received_at: int) -> i
     return received_at - (sent_at - original)
 
 
-def check_not_future(timestamp: int, received_at: int) -> None:
-    if timestamp - received_at > MAX_FUTURE_US:
-        raise Rejected("enrichment_failure", "timestamp", "more than 24 h after receivedAt")
+def check_event_time(timestamp: int, received_at: int, bounds: Bounds = _DEFAULT_BOUNDS) -> None:
+    """The skew-corrected time within the bounds around receipt: too far ahead is an enrichment_failure
+    (the clock correction failed; its reason since the first release), too old or outside the
+    representable years is out_of_range."""
+    rule = bounds.event_time_rule(timestamp, received_at)
+    if rule is not None:
+        raise Rejected("enrichment_failure" if timestamp > received_at else "out_of_range", "timestamp", rule)
+
+
+def check_not_future(timestamp: int, received_at: int, bounds: Bounds = _DEFAULT_BOUNDS) -> None:
+    if timestamp - received_at > bounds.max_future_us:
+        check_event_time(timestamp, received_at, bounds)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from analytics_core.bounds import MAX_TIME_US, MIN_TIME_US, Bounds
 from analytics_core.deadletter import DeadLetter
 from collector import enrichment, promotion
 from collector import validation as v
@@ -19,6 +20,7 @@ from collector.event_schemas import EventSchemas
 # Namespace of ids made for messages without messageId: a resend of the same content gets the same id.
 CONTENT_ID_NAMESPACE = uuid.UUID("0c5c1f62-5a57-4c4e-9a8e-0c6f3b1d7e21")
 _DEFAULT_MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one event
+DEFAULT_BOUNDS = Bounds()
 _MESSAGE_TYPES = frozenset(v.MESSAGE_TYPES)
 _MAX_EVENT_NAME, _MAX_ID, _MAX_KEYS = v.MAX_EVENT_NAME_CHARS, v.MAX_ID_CHARS, v.MAX_KEYS
 _micros = v._micros
@@ -33,6 +35,8 @@ class RequestContext:
     connection_ip: str | None  # the TCP peer, fallback when the SDK gives no ip
     allow_unknown_event_types: bool = True
     max_event_bytes: int = _DEFAULT_MAX_EVENT_BYTES
+    # Ranges of revenue and times (analytics_core/bounds.py); the app passes those of its settings.
+    bounds: Bounds = DEFAULT_BOUNDS
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,17 @@ def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, 
     if mtype == "track" and not ctx.allow_unknown_event_types and event_type not in schemas:
         raise v.Rejected("unknown_event_type", "event", f"{event_type[:100]!r} has no schema for this tenant")
     schemas.validate(event_type, traits if mtype in _TRAITS_TYPES else props, _schema_field(mtype))
-    revenue = promotion.revenue(props) if "revenue" in props or "total" in props else None
+    bounds = ctx.bounds
+    revenue = promotion.revenue(props, bounds) if "revenue" in props or "total" in props else None
     received_at = ctx.received_at
     timestamp = enrichment.event_time(original_ts, sent_at, received_at)
-    if timestamp - received_at > enrichment.MAX_FUTURE_US:
-        enrichment.check_not_future(timestamp, received_at)
+    if not -bounds.max_age_us <= timestamp - received_at <= bounds.max_future_us:
+        enrichment.check_event_time(timestamp, received_at, bounds)
+    # A clock consistently off (both times in year 1) gives a fine event time, but its times are stored too.
+    if original_ts is not None and not MIN_TIME_US <= original_ts < MAX_TIME_US:
+        raise v.Rejected("out_of_range", client_time_key, Bounds.client_time_rule(original_ts) or "")
+    if sent_at is not None and not MIN_TIME_US <= sent_at < MAX_TIME_US:
+        raise v.Rejected("out_of_range", "sentAt", Bounds.client_time_rule(sent_at) or "")
     ip = context.get("ip")
     if type(ip) is not str or not ip:
         ip = promotion.ip(context, ctx.connection_ip)

@@ -6,8 +6,11 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from analytics_core.bounds import Bounds
 from collector.adapters import EXPERIMENT
 from collector.validation import Rejected
+
+_DEFAULT_BOUNDS = Bounds()
 
 
 def _text(value: Any) -> str | None:
@@ -32,17 +35,22 @@ def page(msg: dict[str, Any], props: dict[str, Any], context: dict[str, Any]) ->
     return _text(msg.get("name"))
 
 
-def revenue(props: dict[str, Any]) -> float | None:
-    """properties.revenue, else properties.total, when it is a number; NaN/infinity are rejected."""
+def revenue(props: dict[str, Any], bounds: Bounds = _DEFAULT_BOUNDS) -> float | None:
+    """properties.revenue, else properties.total, when it is a number; NaN, infinity and amounts beyond
+    the bounds (analytics_core/bounds.py) are rejected as out_of_range."""
     value = props.get("revenue")
     key = "revenue"
     if value is None:
         value, key = props.get("total"), "total"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise Rejected("schema_violation", f"properties.{key}", "must be a finite number")
-    return float(value)
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer beyond a double's range
+        amount = math.inf if value > 0 else -math.inf
+    if not -bounds.max_abs_revenue <= amount <= bounds.max_abs_revenue:  # NaN fails this too
+        raise Rejected("out_of_range", f"properties.{key}", bounds.revenue_rule(amount) or "is out of range")
+    return amount
 
 
 def currency(props: dict[str, Any]) -> str | None:

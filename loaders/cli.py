@@ -28,9 +28,10 @@ def run_loader(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stats = WarehouseLoader(settings).run(idle_exit_s=idle_exit)
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dead_letter_reasons.items()))
     console.print(
-        f"loaded {stats.loaded:,} events in {stats.batches} batches; {stats.dead_lettered} dead letters, "
-        f"{stats.fenced} fenced batches, {stats.compactions} compactions"
+        f"loaded {stats.loaded:,} events in {stats.batches} batches; {stats.dead_lettered} dead letters"
+        f"{f' ({reasons})' if reasons else ''}, {stats.fenced} fenced batches, {stats.compactions} compactions"
     )
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class LoaderStats:
     loaded: int = 0
     dead_lettered: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # e.g. format, out_of_range
     batches: int = 0
     fenced: int = 0
     compactions: int = 0
@@ -152,6 +153,7 @@ class BatchCommitter:
         self.expected.update(batch.next_offsets)
         self.stats.loaded += batch.rows.num_rows
         self.stats.dead_lettered = self.decoder.dead_lettered
+        self.stats.dead_letter_reasons = dict(self.decoder.by_reason)
         self.stats.batches += 1
         self.stats.partitions = dict(self.expected)
         # Kafka's committed offsets are only for lag dashboards; the warehouse's are the truth.

@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from analytics_core.bounds import Bounds, describe
 from analytics_core.clients import kafka_consumer, kafka_producer
 from analytics_core.registry import schema_store
 from analytics_core.settings import Settings
@@ -71,7 +72,9 @@ class WarehouseLoader:
         )
         self.dlq: Producer = kafka_producer(settings)
         self.batch = Batch(settings.loader_batch_events, settings.loader_batch_seconds)
-        decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq)
+        bounds = Bounds.from_settings(settings)
+        decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq, bounds)
+        log.info("bounds: %s", describe(bounds))
         self.committer = BatchCommitter(self.sink, self.consumer, decoder, self.dlq, self.batch)
         self._stop = False
         self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here

@@ -4,6 +4,8 @@ The semantics are those of the dbt rollups (dbt_project/macros/catalogue.sql and
 bucket = the event's `timestamp` (UTC); null dimension values count as 'unknown'; user_key =
 coalesce(user_id, anonymous_id), and events without one add no user; humans_only metrics skip bots;
 `event_types` restricts; a count adds 1, a sum adds round(column * SUM_SCALE) (null as 0).
+Sums are exact integers whatever their size (`group_sums`); the values must be within
+analytics_core/bounds.py (the consumer's decoder drops the rows that are not).
 
 Everything is numpy over dictionary codes: rows are grouped by (tenant, bucket, dimension values)
 per dimension set with one pass each, so Python only runs per output cell, never per event.
@@ -25,6 +27,9 @@ from analytics_core.realtime_keys import GRAIN_SECONDS, SUM_SCALE, counter_field
 
 UNKNOWN = "unknown"  # what the staging model puts in a null dimension
 _DENSE_SPACE = 1 << 22  # group by direct indexing below this many combinations, by sorting above
+_EXACT_FLOAT = 1 << 53  # float64 adds integers exactly while every partial sum stays below this
+_HALF_ROWS = 1 << 20  # rows per bincount of 32-bit halves: 2**20 * 2**32 = 2**52, still exact
+_INT64_LIMIT = float(1 << 63)
 _FIELD_CACHE_MAX = 200_000
 
 # (tenant, minute) → counter field → increment
@@ -78,6 +83,35 @@ def _bucket_codes(starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, distinct
 
 
+def peak(values: np.ndarray) -> int:
+    """The largest absolute value of an int64 array, as a Python int (no overflow at -2**63)."""
+    return max(int(values.max()), -int(values.min())) if len(values) else 0
+
+
+def group_sums(gid: np.ndarray, values: np.ndarray, groups: int, largest: int | None = None) -> np.ndarray:
+    """The exact sum of int64 `values` per group number: int64, or Python ints (object) if one leaves int64.
+
+    float64 bincount (fast, no Python per row) is exact while |partial sums| < 2**53, which `largest`
+    (peak(values)) times the row count bounds: the usual case. Otherwise each value is split into its
+    low 32 bits and the rest, each half summed exactly by float64 bincounts over chunks of 2**20 rows,
+    and the halves joined as Python ints (per group, not per row).
+    """
+    largest = peak(values) if largest is None else largest
+    if largest * len(values) < _EXACT_FLOAT:
+        return np.bincount(gid, weights=values, minlength=groups).astype(np.int64)
+    low = (values & 0xFFFFFFFF).astype(np.float64)  # 0 .. 2**32 - 1
+    high = (values >> 32).astype(np.float64)  # -2**31 .. 2**31 - 1
+    total = np.zeros(groups, dtype=object)
+    for s in range(0, len(values), _HALF_ROWS):
+        g = gid[s : s + _HALF_ROWS]
+        lo = np.bincount(g, weights=low[s : s + _HALF_ROWS], minlength=groups).astype(np.int64)
+        hi = np.bincount(g, weights=high[s : s + _HALF_ROWS], minlength=groups).astype(np.int64)
+        total += hi.astype(object) * (1 << 32) + lo.astype(object)
+    if all(-(1 << 63) <= v < 1 << 63 for v in (min(total, default=0), max(total, default=0))):
+        return total.astype(np.int64)
+    return total
+
+
 def group(parts: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Group number of each row by the combination of its parts (codes below `sizes`), and one row of each group."""
     n = len(parts[0]) if parts else 0
@@ -101,6 +135,15 @@ def group(parts: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.nda
     return gid, rep
 
 
+def _micro_units(values: pa.Array, name: str) -> np.ndarray:
+    """round(value * SUM_SCALE) as int64 (null as 0); a value whose micro-units leave int64 is refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.rint(values.fill_null(0.0).to_numpy(zero_copy_only=False) * SUM_SCALE)
+    if not (np.abs(scaled) < _INT64_LIMIT).all():  # NaN fails too
+        raise ValueError(f"{name}: values beyond analytics_core.bounds reached the aggregation")
+    return scaled.astype(np.int64)
+
+
 class Columns:
     """The columns of a batch that the metrics read, as numpy codes."""
 
@@ -121,10 +164,7 @@ class Columns:
         else:
             self.event_type_codes, self.event_types = _encode(_array(table, "event_type"))
         self.is_bot = _array(table, "is_bot").to_numpy(zero_copy_only=False).astype(bool)
-        self.sums = {
-            c: np.rint(_array(table, c).fill_null(0.0).to_numpy(zero_copy_only=False) * SUM_SCALE).astype(np.int64)
-            for c in sum_columns
-        }
+        self.sums = {c: _micro_units(_array(table, c), c) for c in sum_columns}
         user_key = pc.coalesce(_array(table, "user_id"), _array(table, "anonymous_id"))
         self.has_user = user_key.is_valid().to_numpy(zero_copy_only=False)
         encoded = pc.dictionary_encode(user_key)
@@ -220,6 +260,7 @@ class Aggregator:
         for name, m in self.additive:
             cond = cols.condition(m)
             weights[name] = cond.astype(np.int64) if m.kind == "count" else cols.sums[m.column or ""] * cond
+        largest = {name: peak(w) for name, w in weights.items()}
         for set_name, dim_index in self.sets:
             parts = [cols.tenant, minute_code, *(cols.dims[d] for d in dim_index)]
             sizes = [len(cols.tenants), len(minutes), *(len(cols.dim_values[d]) for d in dim_index)]
@@ -229,8 +270,7 @@ class Aggregator:
             starts = minutes[minute_code[rep]].tolist()
             values = self._values(cols, dim_index, rep)
             for name, _ in self.additive:
-                # float64 sums of integers are exact below 2**53 (9e9 currency units in micro-units).
-                sums = np.bincount(gid, weights=weights[name], minlength=groups).astype(np.int64)
+                sums = group_sums(gid, weights[name], groups, largest[name])
                 for g in np.flatnonzero(sums).tolist():
                     cell = out.setdefault((tenants[g], starts[g]), {})
                     cell[self.field(name, set_name, values[g])] = int(sums[g])

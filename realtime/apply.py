@@ -7,11 +7,17 @@ seen ids, the last offset applied per partition, and the PUBLISH of its update, 
 each tenant either before or after the batch; records at or below the stored offset are skipped
 when Kafka delivers them again. All tenants' transactions (each still its own MULTI/EXEC) and the
 running totals go out in one write, and their replies are read (`settle`) before the next batch.
+
+A command Redis refuses while executing a transaction (HINCRBY of a counter that would pass 64 bits,
+WRONGTYPE on a key something else wrote) is a data error of that tenant: Redis applied the rest of
+the transaction, offsets included, so the batch is not applied again; the refusal is logged and
+counted (`write_errors`, also in rt:stats), and the consumer goes on for every tenant.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -30,6 +36,8 @@ from realtime.hll import RegisterMirror
 from realtime.resp import Commands, Exchange
 from realtime.writes import MERGE, TenantWrites, UserKeys, plan_hlls, transaction
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RealtimeStats:
@@ -40,6 +48,8 @@ class RealtimeStats:
     duplicates: int = 0  # an event id already applied (earlier in the batch, or in the seen sets)
     too_old: int = 0  # event time before now - realtime_retention_s: left to the warehouse
     undecodable: int = 0
+    out_of_range: int = 0  # outside analytics_core/bounds.py: skipped (the loader dead-letters them)
+    write_errors: int = 0  # commands Redis refused inside a tenant's transaction (the rest was applied)
     replayed: int = 0  # delivered again after a restart: at or below the tenant's stored offset
     batches: int = 0
     rebuilds: int = 0
@@ -83,6 +93,7 @@ class RedisApplier:
         self.offsets: dict[str, dict[int, int]] = {}  # tenant → partition → last offset applied
         self.alive_token: bytes | None = None  # the value of rt:alive this process last saw or set
         self.rebuilding = False  # sought back after Redis lost its data; rt:alive is set after the next write
+        self.write_errors = 0  # refused commands found by settle() and not taken by the caller yet
         self._pending: _Pending | None = None
 
     def forget(self) -> None:
@@ -256,7 +267,12 @@ class RedisApplier:
         if pending is None:
             return
         *results, totals = pending.exchange.results()
-        for (t, w), (_, set_nx), result in zip(pending.writes.items(), pending.blocks, results, strict=True):
+        refused = 0
+        for (t, w), (cmds, set_nx), result in zip(pending.writes.items(), pending.blocks, results, strict=True):
+            if cmds.errors:
+                refused += len(cmds.errors)
+                self._refused(t, cmds)
+                continue
             self.offsets.setdefault(t, {}).update(w.offsets)
             if w.registers is not None:
                 self.mirror.raise_to(*w.registers)
@@ -266,6 +282,29 @@ class RedisApplier:
             self.mirror.mark_expiring(np.array([h.row for h in w.hlls], dtype=np.int64))
         if pending.set_alive:
             self.alive_token, self.rebuilding = totals[-1], False
+        if refused:
+            self.write_errors += refused
+            self.client.hincrby(self.keys.stats, "write_errors", refused)
+
+    def _refused(self, tenant: str, cmds: Commands) -> None:
+        """Log a transaction's refused commands. What this process remembers of the tenant is dropped (its
+        stored offsets are read again; the register mirror is not raised), so nothing relies on them."""
+        at, error = cmds.errors[0]
+        log.warning(
+            "tenant %s: Redis refused %d of the %d commands of its batch, e.g. %s: %s; the others and the "
+            "offsets were applied, the consumer goes on",
+            tenant,
+            len(cmds.errors),
+            len(cmds),
+            cmds.describe(at),
+            error,
+        )
+        self.offsets.pop(tenant, None)
+
+    def take_write_errors(self) -> int:
+        """Refused commands found since the last call."""
+        n, self.write_errors = self.write_errors, 0
+        return n
 
     def abandon(self) -> None:
         """Give up on writes whose outcome is unknown (a failure): drop their connection, forget what Redis holds."""
@@ -274,6 +313,11 @@ class RedisApplier:
             pending.exchange.abandon()
             self.forget()
 
-    def count_undecodable(self, n: int) -> None:
-        if n:
-            self.client.hincrby(self.keys.stats, "undecodable", n)
+    def count_undecodable(self, n: int, out_of_range: int = 0) -> None:
+        if n or out_of_range:
+            pipe = self.client.pipeline(transaction=False)
+            if n:
+                pipe.hincrby(self.keys.stats, "undecodable", n)
+            if out_of_range:
+                pipe.hincrby(self.keys.stats, "out_of_range", out_of_range)
+            pipe.execute()

@@ -51,8 +51,8 @@ def run_realtime(
     stats = RealtimeConsumer(settings).run(idle_exit_s=idle_exit, max_events=max_events)
     Console(stderr=True).print(
         f"applied {stats.applied:,} events in {stats.batches} batches; {stats.duplicates:,} duplicates, "
-        f"{stats.too_old:,} too old, {stats.undecodable:,} undecodable, {stats.replayed:,} already applied, "
-        f"{stats.rebuilds} rebuilds"
+        f"{stats.too_old:,} too old, {stats.undecodable:,} undecodable, {stats.out_of_range:,} out of range, "
+        f"{stats.replayed:,} already applied, {stats.write_errors:,} refused Redis writes, {stats.rebuilds} rebuilds"
     )
 
 

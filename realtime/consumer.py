@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
+from analytics_core.bounds import Bounds, describe
 from analytics_core.catalogue import get_catalogue
 from analytics_core.clients import kafka_consumer, redis_client
 from analytics_core.registry import schema_store
@@ -56,7 +57,9 @@ class RealtimeConsumer:
             settings, realtime_group(settings), {**CONSUMER_CONFIG, **(consumer_overrides or {})}
         )
         self.batch = OpenBatch(settings.realtime_batch_events, settings.realtime_batch_seconds)
-        self.decoder = CountingDecoder(self._store)
+        bounds = Bounds.from_settings(settings)
+        self.decoder = CountingDecoder(self._store, bounds)
+        log.info("bounds: %s", describe(bounds))
         self.applier = RedisApplier(settings, self.redis, get_catalogue())
         self.stats = RealtimeStats()
         self.pipeline = BatchPipeline(self.consumer, self.topic, self.decoder, self.applier, self.stats, self._stopping)
@@ -209,15 +212,17 @@ class RealtimeConsumer:
     def _progress(self, before: RealtimeStats, seconds: float) -> None:
         s = self.stats
         log.info(
-            "applied %d events (%.0f/s) in %d batches; duplicates %d, too old %d, undecodable %d, replayed %d; "
-            "seen-set checks %.1f%% of the time",
+            "applied %d events (%.0f/s) in %d batches; duplicates %d, too old %d, undecodable %d, out of range %d, "
+            "replayed %d, refused Redis writes %d; seen-set checks %.1f%% of the time",
             s.applied,
             (s.records - before.records) / seconds,
             s.batches,
             s.duplicates,
             s.too_old,
             s.undecodable,
+            s.out_of_range,
             s.replayed,
+            s.write_errors,
             100 * (s.seen_check_s - before.seen_check_s) / seconds,
         )
 

@@ -1,8 +1,8 @@
 """The loader's batch decoder, counting the records it cannot use instead of dead-lettering them.
 
 The loader already sends those records to tracking.events_dlq; the realtime layer only has to skip
-exactly the same ones (undecodable, or `properties` that are not JSON), so its counters match the
-warehouse's.
+exactly the same ones (undecodable, out of the bounds of analytics_core/bounds.py, or `properties`
+that are not JSON), so its counters match the warehouse's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import Message, Producer
 
+from analytics_core.bounds import Bounds
 from analytics_core.deadletter import Reason
 from analytics_core.registry import SchemaStore
 from loaders.batching import Record
@@ -28,8 +29,11 @@ class CountingDecoder(BatchDecoder):
     already holds every record's partition and offset as arrays.
     """
 
-    def __init__(self, store: SchemaStore) -> None:
-        super().__init__(store, cast(Producer, None), dlq_topic="")
+    source = "realtime"
+    dropped = "skipped (the loader dead-letters them)"
+
+    def __init__(self, store: SchemaStore, bounds: Bounds | None = None) -> None:
+        super().__init__(store, cast(Producer, None), dlq_topic="", bounds=bounds)
         # DuckDB's JSON parser is the one the warehouse INSERT uses: the same rows fail here.
         self._con = duckdb.connect()
         self._con.execute("SET threads = 1")
@@ -37,8 +41,9 @@ class CountingDecoder(BatchDecoder):
         self._con.register("_warm_up", pa.table({"x": [1]}))
         self._con.unregister("_warm_up")
 
-    def dead_letter(self, record: Record, reason: Reason, detail: str) -> None:
+    def dead_letter(self, record: Record, reason: Reason, detail: str, tenant_id: str | None = None) -> None:
         self.dead_lettered += 1
+        self.by_reason[reason] += 1
 
     def decode_usable(self, records: list[Message], partitions: np.ndarray, offsets: np.ndarray) -> pa.Table:
         """The rows of the records the warehouse loader would load, in Kafka order, with _kafka_partition and
@@ -55,6 +60,7 @@ class CountingDecoder(BatchDecoder):
                 index = np.concatenate([index, np.asarray(rescued_index, dtype=np.int64)])
                 order = np.argsort(index, kind="stable")  # the rescued rows back in their place
                 table, index = table.take(pa.array(order)), index[order]
+        table, index = self.drop_out_of_bounds(table, cast("list[Record]", records), index)
         table = table.append_column("_kafka_partition", pa.array(partitions[index].astype(np.int32)))
         table = table.append_column("_kafka_offset", pa.array(offsets[index]))
         return self.drop_invalid_json(self._con, table, cast("list[Record]", records))

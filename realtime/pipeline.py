@@ -68,7 +68,7 @@ class OpenBatch:
 
 @dataclass
 class _Decoding:
-    future: Future[tuple[Prepared, int]]
+    future: Future[tuple[Prepared, int, int]]
     records: int
     parts: np.ndarray
     offsets: np.ndarray
@@ -127,16 +127,18 @@ class BatchPipeline:
     def close(self) -> None:
         self._worker.shutdown(wait=True)
 
-    def _decode(self, records: list[Message], parts: np.ndarray, offsets: np.ndarray) -> tuple[Prepared, int]:
-        before = self.decoder.dead_lettered
+    def _decode(self, records: list[Message], parts: np.ndarray, offsets: np.ndarray) -> tuple[Prepared, int, int]:
+        """The prepared batch, the records skipped as undecodable, and those skipped as out of range."""
+        before, range_before = self.decoder.dead_lettered, self.decoder.by_reason["out_of_range"]
         table = self.decoder.decode_usable(records, parts, offsets)
-        return self.applier.prepare(table), self.decoder.dead_lettered - before
+        out_of_range = self.decoder.by_reason["out_of_range"] - range_before
+        return self.applier.prepare(table), self.decoder.dead_lettered - before - out_of_range, out_of_range
 
     def _apply_decoded(self) -> bool:
         job, self._decoding = self._decoding, None
         if job is None:
             return True
-        prepared, undecodable = job.future.result()
+        prepared, undecodable, out_of_range = job.future.result()
         parts, offsets = job.parts, job.offsets
         if job.dropped:
             table = prepared.table
@@ -150,7 +152,8 @@ class BatchPipeline:
         if result is None:
             return False
         result.records, result.undecodable = len(parts), result.undecodable + undecodable
-        self.applier.count_undecodable(undecodable)
+        result.out_of_range = out_of_range
+        self.applier.count_undecodable(undecodable, out_of_range)
         self.stats.add(result)
         if len(parts):
             last = np.full(int(parts.max()) + 1, -1, dtype=np.int64)
@@ -173,6 +176,7 @@ class BatchPipeline:
             self.applier.abandon()
             if self._apply_with_retries(prepared, settle=True) is None:
                 return False
+        self.stats.write_errors += self.applier.take_write_errors()
         self.consumer.commit(offsets=commit, asynchronous=True)
         return True
 

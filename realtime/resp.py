@@ -98,12 +98,21 @@ class Elements:
 
 
 class Commands:
-    """Commands to send in one write: a MULTI/EXEC transaction, or a plain pipeline."""
+    """Commands to send in one write: a MULTI/EXEC transaction, or a plain pipeline.
 
-    def __init__(self, transaction: bool) -> None:
+    With `keep_errors`, a transaction's commands that Redis refused while executing it (a data error:
+    HINCRBY past 64 bits, WRONGTYPE) stay in the results as ResponseError and are listed in `errors`;
+    Redis has applied every other command of the transaction. Errors while queueing (EXECABORT: nothing
+    applied) are raised either way.
+    """
+
+    def __init__(self, transaction: bool, keep_errors: bool = False) -> None:
         self.transaction = transaction
+        self.keep_errors = keep_errors and transaction
         self._parts: list[bytes | memoryview] = [_MULTI] if transaction else []
         self._count = 0
+        self._calls: list[tuple[Any, ...]] = []  # each command's arguments (without packed elements), for logs
+        self.errors: list[tuple[int, ResponseError]] = []  # (position, error) of refused commands
 
     def __len__(self) -> int:
         return self._count
@@ -111,6 +120,7 @@ class Commands:
     def add(self, *args: Any) -> int:
         """Queue a command; returns its position in the results."""
         self._parts.append(hiredis.pack_command(args))
+        self._calls.append(args)
         self._count += 1
         return self._count - 1
 
@@ -120,8 +130,14 @@ class Commands:
         head = b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (count + 2, len(name), name.encode(), len(key_bytes), key_bytes)
         self._parts.append(head)
         self._parts.append(elements)
+        self._calls.append((name, key, f"<{count} elements>"))
         self._count += 1
         return self._count - 1
+
+    def describe(self, position: int) -> str:
+        """The command at `position` in words (arguments shortened), for a log line."""
+        words = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in self._calls[position]]
+        return " ".join(w if len(w) <= 200 else w[:200] + "…" for w in words)
 
     def parts(self) -> list[bytes | memoryview]:
         return [*self._parts, _EXEC] if self.transaction else self._parts
@@ -139,9 +155,11 @@ class Commands:
             if not isinstance(replies[-1], list):
                 raise redis.RedisError(f"unexpected reply to EXEC: {replies[-1]!r}")
             replies = replies[-1]
-        for reply in replies:
+        for at, reply in enumerate(replies):
             if isinstance(reply, ResponseError):
-                raise reply
+                if not self.keep_errors:
+                    raise reply
+                self.errors.append((at, reply))
         return replies
 
     def execute(self, client: redis.Redis) -> list[Any]:

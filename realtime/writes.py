@@ -121,7 +121,8 @@ def plan_hlls(
 
 def transaction(keys: RealtimeKeys, retention: int, t: str, w: TenantWrites) -> tuple[Commands, list[tuple[int, int]]]:
     """A tenant's MULTI/EXEC, and the positions of its SET NX commands with their mirror rows."""
-    cmds = Commands(transaction=True)
+    # A command Redis refuses inside EXEC (a counter past 64 bits) leaves the others applied: kept, not raised.
+    cmds = Commands(transaction=True, keep_errors=True)
     for minute, cell in w.counters.items():
         key = keys.counters(t, minute)
         for name, amount in cell.items():

@@ -6,10 +6,12 @@ Shared by the unit, integration and end-to-end tests of realtime/; nothing here 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -64,6 +66,7 @@ class Expected:
     duplicates: int = 0
     too_old: int = 0
     undecodable: int = 0
+    out_of_range: int = 0
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # tenant → partition → last applied
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -74,13 +77,20 @@ def expected_from(
     """Records (partition, offset, event or None when undecodable) → what Redis must hold.
 
     First copy of each (tenant, event id) in offset order (copies share their key, so their partition);
-    events older than now - retention_s are skipped; so are events whose properties are not JSON and
+    events older than now - retention_s are skipped; so are events outside the bounds (default
+    settings: see `plausible`), counted as out_of_range, and events whose properties are not JSON and
     tenant ids with a brace (not a Redis hash tag), counted as undecodable.
     """
     seen: set[tuple[str, str]] = set()
     out = Expected({}, {})
     for part, off, e in sorted(records, key=lambda r: (r[0], r[1])):
-        if e is None or not _is_json_object(e["properties"]) or "{" in e["tenant_id"] or "}" in e["tenant_id"]:
+        if e is None:
+            out.undecodable += 1
+            continue
+        if not plausible(e):
+            out.out_of_range += 1
+            continue
+        if not _is_json_object(e["properties"]) or "{" in e["tenant_id"] or "}" in e["tenant_id"]:
             out.undecodable += 1
             continue
         if e["timestamp"] < (now - retention_s) * 1_000_000:
@@ -96,6 +106,24 @@ def expected_from(
         last[part] = max(last.get(part, -1), off)
     out.counters, out.uniques = naive(catalogue, out.events)
     return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOW_US = (datetime(1900, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_HIGH_US = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
+
+
+def plausible(e: dict[str, Any], max_revenue: float = 1e9, max_age_days: int = 366, future_s: int = 86_400) -> bool:
+    """The documented bounds (docs/COLLECTOR.md), one event in plain Python: revenue finite with |r| <= 1e9;
+    every time in [1900, 2200) UTC; the event time at most 366 days before and 24 h after receipt."""
+    r = e.get("revenue")
+    if r is not None and not (math.isfinite(r) and abs(r) <= max_revenue):
+        return False
+    times = [e[k] for k in ("timestamp", "received_at", "original_timestamp", "sent_at") if e.get(k) is not None]
+    if any(not _LOW_US <= t < _HIGH_US for t in times):
+        return False
+    return -max_age_days * _DAY_US <= e["timestamp"] - e["received_at"] <= future_s * 1_000_000
 
 
 def _is_json_object(text: str) -> bool:

@@ -234,10 +234,12 @@ def test_a_first_start_reads_kafka_from_the_start_of_the_retention_window(
     # A 4 s window (below what the settings accept, to keep the test short): records produced
     # earlier are not read at all; the seek goes by Kafka's record time, the time of the produce.
     settings = realtime_settings(own_topics, redis_prefix).model_copy(update={"realtime_retention_s": 4})
-    soon_us = int(time.time() * 1e6) + 60_000_000  # a minute ahead: not too old when applied
-    produce(settings, [{**e, "event_id": f"before-{i}", "timestamp": soon_us} for i, e in enumerate(edge_events(0))])
+    now_us = int(time.time() * 1e6)
+    soon_us = now_us + 60_000_000  # a minute ahead: not too old when applied (received an hour before: in bounds)
+    edges = edge_events(now_us)
+    produce(settings, [{**e, "event_id": f"before-{i}", "timestamp": soon_us} for i, e in enumerate(edges)])
     time.sleep(5.0)
-    produce(settings, [{**e, "event_id": f"inside-{i}", "timestamp": soon_us} for i, e in enumerate(edge_events(0))])
+    produce(settings, [{**e, "event_id": f"inside-{i}", "timestamp": soon_us} for i, e in enumerate(edges)])
     stats = consume(settings)
-    assert (stats.records, stats.rebuilds) == (len(edge_events(0)), 1)
-    assert stats.applied == len(edge_events(0)) - 2 and stats.undecodable == 2  # all but bad JSON and bad tenant
+    assert (stats.records, stats.rebuilds) == (len(edges), 1)
+    assert stats.applied == len(edges) - 2 and stats.undecodable == 2  # all but bad JSON and bad tenant

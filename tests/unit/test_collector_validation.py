@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from analytics_core.bounds import Bounds
 from analytics_core.deadletter import REASONS, DeadLetter
 from analytics_core.events import check_event
+from collector import promotion
 from collector.pipeline import RequestContext, process_messages
-from collector.validation import MAX_DEPTH, MAX_KEYS
+from collector.validation import MAX_DEPTH, MAX_KEYS, Rejected
 
 RECEIVED = 1_704_110_400_000_000  # 2024-01-01T12:00:00Z
 CTX = RequestContext("tenant_1", RECEIVED, "203.0.113.9")
@@ -143,14 +145,86 @@ CASES: list[tuple[str, Any, str, str]] = [
     (
         "NaN revenue",
         props(PURCHASE, revenue=float("nan")),
-        "schema_violation",
+        "out_of_range",
         "properties.revenue: must be a finite number",
     ),
     (
         "infinite revenue on a custom event",
         props(GOOD, revenue=float("inf")),
-        "schema_violation",
+        "out_of_range",
         "properties.revenue: must be a finite number",
+    ),
+    (
+        "revenue 1e308",
+        props(PURCHASE, revenue=1e308),
+        "out_of_range",
+        "properties.revenue: must be between -1000000000 and 1000000000 (bounds_max_abs_revenue)",
+    ),
+    (
+        "revenue 9.3e18 as an integer",
+        props(PURCHASE, revenue=9_300_000_000_000_000_000),
+        "out_of_range",
+        "properties.revenue: must be between -1000000000 and 1000000000 (bounds_max_abs_revenue)",
+    ),
+    (
+        "refund below minus the bound on a custom event",
+        props(GOOD, revenue=-1_000_000_000.5),
+        "out_of_range",
+        "properties.revenue: must be between -1000000000 and 1000000000 (bounds_max_abs_revenue)",
+    ),
+    (
+        "year 0001 without sentAt",
+        make(GOOD, timestamp="0001-01-01T00:00:00Z"),
+        "out_of_range",
+        "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
+    ),
+    (
+        "year 0001 with sentAt 9999 (skew-corrected to about year -7972)",
+        make(GOOD, timestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T23:59:59Z"),
+        "out_of_range",
+        "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
+    ),
+    (
+        "sentAt 9999 skews a good time into the far past",
+        make(GOOD, timestamp="2024-01-01T11:59:59Z", sentAt="9999-12-31T23:59:59Z"),
+        "out_of_range",
+        "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
+    ),
+    (
+        "a clock consistently in year 0001: the event time is fine, the client's is not",
+        make(GOOD, timestamp="0001-01-01T00:00:00Z", sentAt="0001-01-01T00:00:01Z"),
+        "out_of_range",
+        "timestamp: must be between 1900-01-01 and 2200-01-01 UTC",
+    ),
+    (
+        "originalTimestamp in 1899 by a clock a second off",
+        make(GOOD, timestamp=REMOVE, originalTimestamp="1899-12-31T23:59:59Z", sentAt="1900-01-01T00:00:00Z"),
+        "out_of_range",
+        "originalTimestamp: must be between 1900-01-01 and 2200-01-01 UTC",
+    ),
+    (
+        "sentAt at 2200 by a clock in the 23rd century",
+        make(GOOD, timestamp="2199-12-31T23:59:59Z", sentAt="2200-01-01T00:00:00Z"),
+        "out_of_range",
+        "sentAt: must be between 1900-01-01 and 2200-01-01 UTC",
+    ),
+    (
+        "year 2999 without sentAt stays an enrichment failure",
+        make(GOOD, timestamp="2999-01-01T00:00:00Z"),
+        "enrichment_failure",
+        "timestamp: more than 24 h after receivedAt",
+    ),
+    (
+        "366 days and a second old",
+        make(GOOD, timestamp="2022-12-31T11:59:59Z"),
+        "out_of_range",
+        "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
+    ),
+    (
+        "skew correction lands 200 years back",
+        make(GOOD, timestamp="1950-01-01T00:00:00Z", sentAt="2150-01-01T00:00:00Z"),
+        "out_of_range",
+        "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
     ),
     (
         "lower-case currency",
@@ -331,3 +405,33 @@ def test_timestamps_are_exact_microseconds_and_the_sent_at_cache_is_only_a_cache
     with pytest.raises(Rejected, match="sentAt: is not a valid ISO-8601 timestamp"):
         timestamp("2024-13-01T00:00:00Z", "sentAt", repeated=True)
     assert timestamp(texts[3], "sentAt", repeated=True) == expected[3]
+
+
+def test_values_at_the_bounds_are_accepted_and_narrower_bounds_apply() -> None:
+    """Exactly at each bound is fine; a context with other bounds (from other settings) uses them."""
+    at_bounds = [
+        props(PURCHASE, revenue=1_000_000_000),
+        props(GOOD, revenue=-1_000_000_000.0),
+        make(GOOD, timestamp="2022-12-31T12:00:00Z"),  # 366 days before receipt
+        make(GOOD, timestamp="2024-01-02T12:00:00Z"),  # 24 h after
+        make(GOOD, timestamp="1900-01-01T00:00:00Z", sentAt="1900-01-01T00:00:01Z"),  # a clock in 1900, corrected
+    ]
+    out = process_messages(at_bounds, CTX)
+    assert not out.dead_letters and len(out.events) == len(at_bounds)
+    assert out.events[-1]["timestamp"] == RECEIVED - 1_000_000
+    narrow = RequestContext("tenant_1", RECEIVED, None, bounds=Bounds(100.0, 3_600_000_000, 60_000_000))
+    out = process_messages([props(PURCHASE, revenue=100.5), make(GOOD, timestamp="2024-01-01T10:59:59Z"),
+                            make(GOOD, timestamp="2024-01-01T12:01:01Z"), GOOD], narrow)  # fmt: skip
+    assert [(d.reason, d.detail) for d in out.dead_letters] == [
+        ("out_of_range", "properties.revenue: must be between -100 and 100 (bounds_max_abs_revenue)"),
+        ("out_of_range", "timestamp: more than 1 h before receivedAt (bounds_max_event_age_days)"),
+        ("enrichment_failure", "timestamp: more than 60 s after receivedAt"),
+    ]
+    assert len(out.events) == 1
+
+
+def test_revenue_promotion_rejects_integers_beyond_a_double() -> None:
+    with pytest.raises(Rejected) as err:
+        promotion.revenue({"total": 10**400})
+    assert (err.value.reason, err.value.detail) == ("out_of_range", "properties.total: must be a finite number")
+    assert promotion.revenue({"revenue": -(10**9)}) == -1e9

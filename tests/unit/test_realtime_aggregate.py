@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from analytics_core.catalogue import get_catalogue
 from loaders.columnar import SCHEMA
-from realtime.aggregate import Aggregator, group
+from realtime.aggregate import Aggregator, group, group_sums, peak
 from tests.realtime_expected import naive
 
 HOUR_US = 3_600_000_000
@@ -102,3 +103,44 @@ def test_group_numbers_rows_by_their_combination_dense_or_sorted() -> None:
         assert len(rep) == len(set(combos))
         for i, combo in enumerate(combos):
             assert combos[rep[gid[i]]] == combo
+
+
+def test_sums_stay_exact_past_two_to_the_53_and_past_64_bits() -> None:
+    """Large revenues in one cell: the float64 bincount would round; the sums equal Python's integer sums."""
+    catalogue = get_catalogue()
+    base = make_events(1, seed=3)[0] | {"event_type": "purchase", "is_bot": False, "tenant_id": "t1"}
+    base["timestamp"] = START_US + 5 * 60_000_000
+    # 3,000 x (1e9 + 1e-6): 3e18 + 3,000 micro-units, within int64 but far past 2**53 (float64 steps of 512).
+    near = [base | {"event_id": f"n{i}", "revenue": 1e9 + 1e-6} for i in range(3_000)]
+    # 2,000 x 9,007,199,254.74 (the exact ceiling of bounds.py): 1.8e19 micro-units, past int64.
+    huge = [base | {"event_id": f"h{i}", "revenue": 9_007_199_254.74, "tenant_id": "t2"} for i in range(2_000)]
+    mixed = [base | {"event_id": f"m{i}", "revenue": (-1) ** i * (i + 0.123457), "tenant_id": "t3"} for i in range(999)]
+    events = near + huge + mixed
+    expected, _ = naive(catalogue, events)
+    got = Aggregator(catalogue).counters(as_table(events, chunks=2))
+    assert got == expected
+    total = '["revenue","",' + ",".join(['"*"'] * len(catalogue.rollup_dimensions)) + "]"
+    minute = base["timestamp"] // 1_000_000
+    assert got[("t1", minute)][total] == 3_000 * 1_000_000_000_000_001  # round((1e9 + 1e-6) * 1e6), exactly
+    assert float(3_000 * 1_000_000_000_000_001) != 3_000 * 1_000_000_000_000_001  # a float could not say it
+    assert got[("t2", minute)][total] == 2_000 * 9_007_199_254_740_000 > 2**63  # a Python int past int64
+
+
+def test_group_sums_are_exact_for_any_int64_values() -> None:
+    rng = np.random.default_rng(5)
+    for n, groups, lo, hi in [(5_000, 7, -(2**62), 2**62), (3_000, 1, 2**62, 2**63 - 1), (10, 3, -5, 5)]:
+        values = rng.integers(lo, hi, n, dtype=np.int64)
+        gid = rng.integers(0, groups, n)
+        pairs = list(zip(values.tolist(), gid.tolist(), strict=True))
+        want = [sum(v for v, g in pairs if g == k) for k in range(groups)]
+        assert [int(x) for x in group_sums(gid, values, groups)] == want
+    edge = np.array([-(2**63), -(2**63), 2**63 - 1], dtype=np.int64)
+    assert peak(edge) == 2**63
+    assert [int(x) for x in group_sums(np.array([0, 0, 1]), edge, 2)] == [-(2**64), 2**63 - 1]
+
+
+def test_values_beyond_the_bounds_never_wrap_silently() -> None:
+    catalogue = get_catalogue()
+    event = make_events(1, seed=4)[0] | {"event_type": "purchase", "revenue": 1e308}
+    with pytest.raises(ValueError, match="bounds"):
+        Aggregator(catalogue).counters(as_table([event]))
