@@ -20,6 +20,7 @@ def serve_api(
     """Run the query API: /api/v1/metrics, /api/v1/query, /api/v1/live (SSE), /healthz, /readyz, /metrics, /docs."""
     import uvicorn
 
+    from analytics_core.serving import server_options
     from collector.logs import log_config
 
     settings = get_settings()
@@ -32,4 +33,5 @@ def serve_api(
         log_level=log_level,
         log_config=log_config(log_level),
         access_log=False,
+        **server_options(settings),  # head time and size limits, keep-alive (analytics_core/serving.py)
     )

@@ -14,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from analytics_core.clients import kafka_admin
+from analytics_core.serving import BodyTimeout, relative_slash_redirects
 from analytics_core.settings import Settings
-from collector import adapters
+from collector import adapters, openapi
 from collector.body import BodyError, parse_json, read_body
 from collector.ingest import Adapter, IngestError, prepare, produce
 from collector.state import CollectorState
@@ -53,15 +54,26 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Segment- and PostHog-compatible event ingestion into Kafka.",
         lifespan=lifespan,
     )
+    relative_slash_redirects(app)
+    openapi.install(app)
+    app.add_middleware(
+        BodyTimeout,
+        seconds=settings.http_body_timeout_s,
+        on_timeout=lambda: app.state.collector.metrics.rejected.labels("408").inc(),
+    )
 
     async def handle(request: Request, adapter: Adapter) -> Response:
         state: CollectorState = request.app.state.collector
+        peer = request.client.host if request.client else None
+        # An address blocked for sending unknown keys is refused before its body is read (a dict lookup).
+        blocked_for = state.auth_throttle.retry_after(peer)
+        if blocked_for is not None:
+            return _error(state, 429, state.auth_throttle.refusal(blocked_for, "write key"), blocked_for)
         try:
             body = await read_body(
                 request.stream(), request.headers.get("content-encoding"), settings.collector_max_batch_bytes
             )
             document = parse_json(body)
-            peer = request.client.host if request.client else None
             prepared = await prepare(state, document, adapter, request.headers.get("authorization"), peer)
             await produce(state, prepared)
         except BodyError as exc:
@@ -70,7 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
             return _error(state, exc.status, exc.message, exc.retry_after)
         return JSONResponse(SUCCESS)
 
-    @app.post("/v1/batch", tags=["segment"], summary="A batch of Segment messages.")
+    @app.post(
+        "/v1/batch", tags=["segment"], summary="A batch of Segment messages.", openapi_extra=openapi.SEGMENT_BATCH
+    )
     async def segment_batch(request: Request) -> Response:
         return await handle(request, adapters.segment_batch)
 
@@ -81,9 +95,11 @@ def create_app(settings: Settings) -> FastAPI:
             methods=["POST"],
             tags=["segment"],
             summary=f"One Segment {message_type} message.",
+            openapi_extra=openapi.single_operation(message_type),
+            name=f"segment_{message_type}",
         )
 
-    @app.post("/batch/", tags=["posthog"], summary="A PostHog capture batch.")
+    @app.post("/batch/", tags=["posthog"], summary="A PostHog capture batch.", openapi_extra=openapi.POSTHOG_BATCH)
     async def posthog_batch(request: Request) -> Response:
         return await handle(request, adapters.posthog_batch)
 
@@ -91,7 +107,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Kafka is reachable, so events can be accepted.")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Kafka is reachable, so events can be accepted.",
+        response_class=Response,
+        responses=openapi.READYZ_RESPONSES,
+    )
     async def readyz() -> Response:
         try:
             await asyncio.wait_for(run_in_threadpool(_kafka_reachable, settings), 5.0)
@@ -99,7 +121,13 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"status": "unavailable", "kafka": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics.",
+        response_class=Response,
+        responses=openapi.METRICS_RESPONSES,
+    )
     async def metrics(request: Request) -> Response:
         state: CollectorState = request.app.state.collector
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

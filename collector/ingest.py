@@ -73,9 +73,14 @@ async def prepare(
     except PayloadError as exc:
         raise IngestError(400, str(exc)) from None
     key = key_from_basic_auth(auth_header) or body_key
-    tenant = state.keys.tenant_for_write_key(key) if key else None
+    if not key:
+        raise IngestError(401, "missing write key: send it as the Basic-auth user name or as writeKey in the body")
+    tenant = state.keys.tenant_for_write_key(key)
     if tenant is None:
-        raise IngestError(401, "unknown or missing write key: send it as the Basic-auth user or as writeKey")
+        blocked_for = await state.auth_throttle.failed(peer_ip)
+        if blocked_for is not None:
+            raise IngestError(429, state.auth_throttle.refusal(blocked_for, "write key"), blocked_for)
+        raise IngestError(401, "unknown write key: check the key your SDK is configured with (keys are per tenant)")
     received_at = time.time_ns() // 1000
     bots = await _rate_limit(state, tenant, messages)
     ctx = RequestContext(
@@ -84,6 +89,7 @@ async def prepare(
         connection_ip=peer_ip,
         allow_unknown_event_types=tenant.settings.allow_unknown_event_types,
         max_event_bytes=state.settings.collector_max_event_bytes,
+        bounds=state.bounds,
     )
     processed = process_messages(messages, ctx)
     events = processed.events
@@ -131,11 +137,20 @@ def replace_bot(event: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _rate_limit(state: CollectorState, tenant: Any, messages: list[Any]) -> set[str]:
-    """Users over the human rate; raises IngestError(429) when the tenant is over its rate."""
+    """Users over the human rate; raises IngestError(429) when the tenant is over its rate, 413 when the batch
+    is larger than the tenant's burst (it would be refused for ever: an SDK resends a 429 as it is)."""
+    users = Counter(_users(messages))
+    cost, burst = sum(users.values()), tenant.settings.events_per_second_limit
+    if cost > burst:  # checked with or without Redis: whether a batch fits must not depend on Redis' health
+        raise IngestError(
+            413,
+            f"batch of {cost} events is larger than tenant {tenant.tenant_id}'s burst of {burst} events "
+            f"(its events_per_second_limit), so it could never pass the rate limit: send at most {burst} "
+            "events a request",
+        )
     if not state.redis_usable():
         state.metrics.redis_unavailable.labels("ratelimit").inc()
         return set()
-    users = Counter(_users(messages))
     try:
         verdict, bots = await state.limiter.check(
             tenant.tenant_id,

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio
 
+from analytics_core.bounds import Bounds
 from analytics_core.clients import kafka_producer, redis_async_client
 from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
@@ -19,6 +20,7 @@ from collector.ratelimit import RateLimiter
 from collector.redisconn import connection_class
 from collector.registration import register_schemas
 from tenants import KeyCache, TenantStore
+from tenants.throttle import AuthThrottle
 
 # linger.ms of the collector's producer, chosen by measurement (docs/BENCHMARKS.md, "linger.ms"): at
 # 20 ms the broker and librdkafka spend less of the two shared cores per record than at 0/1/5 ms, which
@@ -37,6 +39,8 @@ class CollectorState:
     redis: redis.asyncio.Redis
     dedupe: Deduplicator
     limiter: RateLimiter
+    auth_throttle: AuthThrottle
+    bounds: Bounds
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
     redis_down_until: float = 0.0
 
@@ -58,6 +62,8 @@ class CollectorState:
             redis=client,
             dedupe=Deduplicator(client, settings.collector_dedupe_window_s),
             limiter=RateLimiter(client),
+            auth_throttle=AuthThrottle.from_settings(settings, "collector", client),
+            bounds=Bounds.from_settings(settings),
         )
 
     def redis_usable(self) -> bool:
