@@ -19,7 +19,7 @@ from api.sql_parts import OTHER
 from api.validation import Query
 
 UNIQUE_RELATIVE_ERROR = 0.02  # HyperLogLog with 2^14 registers: standard error 0.81 %, bound ~2.5 sigma
-Group = tuple[str, ...]
+Group = tuple[str | None, ...]  # group-by values; all None (OTHER) for the top-N rest
 ValuesReader = Callable[[dict[str, float]], dict[str, float | None]]
 
 

@@ -6,27 +6,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics_core.catalogue import GRANULARITIES, Catalogue, get_catalogue
 from analytics_core.clients import redis_async_client, redis_client
 from analytics_core.realtime_keys import RealtimeKeys
+from analytics_core.serving import relative_slash_redirects
 from analytics_core.settings import Settings
 from api.cache import QueryCache, render, template
 from api.engine import QueryEngine, QueryError, WarehouseUnavailable
-from api.live import LiveReader, stream
+from api.live import LiveReader
+from api.live_hub import LiveHub, LiveLimitError, LiveResponse
 from api.metrics import ApiMetrics, RealtimeCollector
-from api.models import QueryRequest, QueryResult, dump
+from api.models import CatalogueAnswer, QueryRequest, QueryResult, dump
+from api.openapi import ERROR_CONTENT, ERRORS, READY, SSE_EVENT, describe
+from api.ratelimit import QueryRateLimiter
+from api.validation import check
 from tenants import KeyCache, Tenant, TenantStore
 
 log = logging.getLogger("api")
@@ -43,8 +49,10 @@ class ApiState:
     redis_async: AsyncRedis
     cache: QueryCache
     live: LiveReader
+    live_hub: LiveHub = field(init=False)  # what every live stream shares: subscription, reads, limits
     metrics: ApiMetrics
     engine: QueryEngine | None = None
+    limiter: QueryRateLimiter | None = None  # queries per read key (Redis); None: no limit
 
     def query_engine(self) -> QueryEngine:
         """The engine, built on first use: the API starts (and answers 503) before the warehouse exists."""
@@ -75,6 +83,11 @@ def _build_state(settings: Settings) -> ApiState:
         live=LiveReader(catalogue, keys, settings.live_window_s),
         metrics=metrics,
     )
+    state.live_hub = LiveHub.for_api(settings, state.live, state.tenants)
+    if settings.api_rate_limit_queries:
+        state.limiter = QueryRateLimiter(
+            async_redis, settings.redis_key_prefix, settings.api_rate_limit_queries, settings.api_rate_limit_window_s
+        )
     try:
         state.query_engine()
     except WarehouseUnavailable as exc:
@@ -95,41 +108,71 @@ def create_app(settings: Settings) -> FastAPI:
             state: ApiState = app.state.api
             if state.engine is not None:
                 state.engine.close()
+            await state.live_hub.close()
             state.redis.close()
             await state.redis_async.aclose()
 
-    app = FastAPI(
-        title="analytics query API",
-        summary="Metrics from the warehouse rollups merged with the realtime layer; live numbers over SSE.",
-        lifespan=lifespan,
+    app = relative_slash_redirects(  # Starlette's own copies the Host header into Location (analytics_core/serving.py)
+        FastAPI(
+            title="analytics query API",
+            summary="Metrics from the warehouse rollups merged with the realtime layer; live numbers over SSE.",
+            lifespan=lifespan,
+        )
     )
 
     app.add_middleware(BodyLimit, limit=MAX_QUERY_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return _error(request, 400, f"{field}: {first.get('msg')}", field=field, rule=str(first.get("msg")))
+        """400 naming the field (as the engine does: filters[0].values) and the rule (pydantic's error type)."""
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": "invalid"}
+        rule = str(first.get("type", "invalid"))
+        field = "body" if rule == "json_invalid" else _field_name(first.get("loc", ()))
+        return _error(request, 400, f"{field}: {first.get('msg')}", field=field, rule=rule)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        return _error(request, exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own (a body it cannot read) and the router's too
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 400:  # FastAPI's "There was an error parsing the body" (not UTF-8, say)
+            return _error(request, 400, f"body: {exc.detail}", field="body", rule="json_invalid", headers=headers)
+        return _error(request, exc.status_code, str(exc.detail), headers=headers)
 
     async def tenant(request: Request) -> Tenant:
-        """The tenant of the read key in `Authorization: Bearer <key>`; the only source of the tenant."""
-        state: ApiState = request.app.state.api
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        found = state.tenants.tenant_for_read_key(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
-        if found is None:
-            raise HTTPException(
-                401,
-                "a valid read key is required: Authorization: Bearer <read key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return found
+        """The tenant of the read key in `Authorization: Bearer <key>`; the only source of the tenant.
 
-    @app.get("/api/v1/metrics", tags=["query"], summary="The metric catalogue: metrics, dimensions, grains, limits.")
+        Unknown keys are counted per client address (tenants/throttle.py): past the limit, every request from
+        that address answers 429 with Retry-After for a while, whatever key it carries."""
+        from tenants.throttle import AuthThrottle
+
+        state: ApiState = request.app.state.api
+        throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+        if throttle is None:  # built once, on the first request: the Redis client exists only after startup
+            throttle = request.app.state.auth_throttle = AuthThrottle.from_settings(settings, "api", state.redis_async)
+        peer = request.client.host if request.client else None
+        blocked_for = throttle.retry_after(peer)
+        if blocked_for is None:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            key = key.strip() if scheme.lower() == "bearer" else ""
+            found = state.tenants.tenant_for_read_key(key) if key else None
+            if found is not None:
+                return found
+            blocked_for = await throttle.failed(peer) if key else None  # only a key sent is a guess
+        if blocked_for is not None:
+            refusal = throttle.refusal(blocked_for, "read key")
+            raise HTTPException(429, refusal, headers={"Retry-After": str(blocked_for)})
+        raise HTTPException(
+            401,
+            "a valid read key is required: Authorization: Bearer <read key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.get(
+        "/api/v1/metrics",
+        tags=["query"],
+        summary="The metric catalogue: metrics, dimensions, grains, limits.",
+        response_model=CatalogueAnswer,
+        responses={401: ERRORS[401]},
+    )
     def catalogue(request: Request, _: Tenant = Depends(tenant)) -> dict[str, Any]:
         state: ApiState = request.app.state.api
         cat = state.catalogue
@@ -155,6 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "max_rows": settings.api_max_rows,
                 "max_buckets": settings.api_max_buckets,
                 "max_range_days": settings.api_max_range_days,
+                "max_filter_values": settings.api_max_filter_values,
+                "max_raw_range_days": settings.api_max_raw_range_days,
+                "max_cells": settings.api_max_cells,
+                "rate_limit_queries": settings.api_rate_limit_queries,
+                "rate_limit_window_s": settings.api_rate_limit_window_s,
             },
         }
 
@@ -163,10 +211,26 @@ def create_app(settings: Settings) -> FastAPI:
         tags=["query"],
         summary="Metrics over a range, bucketed in a time zone, grouped and filtered, with provenance.",
         response_model=QueryResult,
+        responses={status: ERRORS[status] for status in (400, 401, 413, 429, 503)},
     )
     async def query(request: Request, body: QueryRequest, who: Tenant = Depends(tenant)) -> Response:
         state: ApiState = request.app.state.api
         started = time.perf_counter()
+        if state.limiter is not None:
+            key = request.headers.get("authorization", "").partition(" ")[2].strip()  # checked by `tenant`
+            verdict = await state.limiter.check(who.tenant_id, key)
+            if not verdict.allowed:
+                return _error(
+                    request,
+                    429,
+                    f"this read key asked more than {settings.api_rate_limit_queries} queries in"
+                    f" {settings.api_rate_limit_window_s:g} s; retry after {verdict.retry_after_s} s",
+                    headers={"Retry-After": str(verdict.retry_after_s)},
+                )
+        try:  # every rule the parameters alone decide, before the cache key is even hashed
+            check(who.tenant_id, body, state.catalogue, settings)
+        except QueryError as exc:
+            return _error(request, 400, str(exc), field=exc.field, rule=exc.rule)
         cached = await state.cache.get(who.tenant_id, body)
         if cached is not None:  # served from the event loop: no thread hop, no JSON parsing
             stored, age, ttl = cached
@@ -204,20 +268,49 @@ def create_app(settings: Settings) -> FastAPI:
         "/api/v1/live",
         tags=["query"],
         summary="Server-Sent Events: live counters on every update and every few seconds; corrections.",
+        # Response, not LiveResponse: FastAPI would give every status the stream's media type.
+        response_class=Response,
+        status_code=200,
+        responses={
+            200: {
+                "description": "The stream of SSE frames (docs/API.md, Live numbers).",
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            },
+            429: {
+                **ERRORS[429],
+                "content": ERROR_CONTENT,
+                "description": "This read key has its limit of live streams open (per process).",
+            },
+            503: {
+                **ERRORS[503],
+                "content": ERROR_CONTENT,
+                "description": "This API process serves its limit of live streams.",
+            },
+        },
     )
-    async def live(request: Request, who: Tenant = Depends(tenant)) -> StreamingResponse:
+    async def live(request: Request, who: Tenant = Depends(tenant)) -> Response:
         state: ApiState = request.app.state.api
+        key = request.headers.get("authorization", "").partition(" ")[2].strip()  # checked by `tenant`
+        try:
+            opened = state.live_hub.open(who.tenant_id, key)  # a slot, freed when the stream ends
+        except LiveLimitError as exc:
+            return _error(request, exc.status, str(exc), headers={"Retry-After": str(settings.api_retry_after_s)})
         state.metrics.requests.labels("/api/v1/live", "200").inc()
-        frames = stream(state.live, state.redis_async, who.tenant_id, settings.api_live_interval_s)
-        return StreamingResponse(
-            frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
+        return LiveResponse(opened, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/healthz", tags=["operations"], summary="The process is up.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="The warehouse answers; says whether realtime (Redis) does.")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The warehouse answers; says whether realtime (Redis) does.",
+        responses={
+            200: {"description": "Ready: the warehouse answers.", "content": {"application/json": {"schema": READY}}},
+            503: {"description": "Not ready.", "content": {"application/json": {"schema": READY}}},
+        },
+    )
     def readyz(request: Request) -> Response:
         state: ApiState = request.app.state.api
         checks: dict[str, str] = {}
@@ -240,11 +333,23 @@ def create_app(settings: Settings) -> FastAPI:
             {"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format).",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics(request: Request) -> Response:
         state: ApiState = request.app.state.api
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(FastAPI.openapi(app), settings, get_catalogue())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -307,10 +412,25 @@ def _error(
     if state is not None:
         path = request.url.path if request.url.path in ENDPOINTS else "other"
         state.metrics.requests.labels(path, str(status)).inc()
-    body: dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": _printable(message)}
     if field is not None:
-        body["field"] = field
-        body["rule"] = rule
+        body["field"] = _printable(field)
+        body["rule"] = _printable(rule) if rule is not None else None
     if status >= 500:
         log.warning("request refused", extra={"status": status, "reason": message})
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate from the request (JSON "\\ud800") written as \\ud800."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _field_name(loc: Any) -> str:
+    """A pydantic error location as the engine names fields: ("body", "filters", 0, "values") → filters[0].values."""
+    out = ""
+    for i, part in enumerate(loc):
+        if i == 0 and part == "body":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out or "body"

@@ -1,15 +1,17 @@
 """Answers cached in Redis: key = tenant + hash of the query, value = the answer's JSON and when it was stored.
 
-A hit is served without parsing the answer: the stored JSON carries two markers where the
-provenance's `cache` and `elapsed_ms` go (the last two fields of the answer), and a hit replaces
-the last occurrence of each with the entry's age.
+A hit is served without parsing the answer. The provenance's `cache` and `elapsed_ms` are the last two
+fields of the answer (`provenance` is its last field), so a stored answer ends in exactly TAIL, written
+with both null; a hit cuts TAIL off the end and writes the entry's own values there. Where they go is
+known from the format alone: every process reads every entry, whoever stored it (another worker, the
+process before a restart), and nothing inside the answer (a dimension value, a caveat) is ever searched,
+so no value can be mistaken for them. An entry that does not end in TAIL (an older format) is a miss.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -20,33 +22,37 @@ from redis.asyncio import Redis as AsyncRedis
 from api.models import QueryRequest
 
 log = logging.getLogger("api.cache")
-# Random per process, so no dimension value in an answer can look like them.
-CACHE_MARK = f"__cache_{secrets.token_hex(8)}__"
-ELAPSED_MARK = f"__elapsed_{secrets.token_hex(8)}__"
-_CACHE_MARK = orjson.dumps(CACHE_MARK)
-_ELAPSED_MARK = orjson.dumps(ELAPSED_MARK)
+TAIL = b'"cache":null,"elapsed_ms":null}}'  # how every stored answer ends: provenance's last two fields, null
+ENTRY_VERSION = b"2"  # the entry format: version|stored at|ttl|answer ending in TAIL
 
 
 def query_hash(request: QueryRequest) -> str:
-    """Hash of a query's canonical JSON: the same question asked twice hashes the same."""
+    """Hash of a query's canonical JSON: the same question asked twice hashes the same.
+
+    Only requests that passed validation.check get here: their integers are bounded, their strings UTF-8.
+    """
     canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def render(template: bytes, hit: bool, age_s: float, ttl_s: int, elapsed_ms: float) -> bytes:
-    """The answer JSON of a template (an answer whose cache info and elapsed time are markers)."""
+    """The answer JSON of a template (an answer ending in TAIL) with its cache info and elapsed time."""
+    if not template.endswith(TAIL):
+        raise ValueError("not an answer template: it does not end in the cache and elapsed_ms fields")
     info = orjson.dumps({"hit": hit, "age_s": round(age_s, 3), "ttl_s": ttl_s})
-    at = template.rindex(_CACHE_MARK)
-    body = template[:at] + info + template[at + len(_CACHE_MARK) :]
-    at = body.rindex(_ELAPSED_MARK)
-    return body[:at] + orjson.dumps(round(elapsed_ms, 3)) + body[at + len(_ELAPSED_MARK) :]
+    elapsed = orjson.dumps(round(elapsed_ms, 3))
+    return b"".join((template[: -len(TAIL)], b'"cache":', info, b',"elapsed_ms":', elapsed, b"}}"))
 
 
 def template(answer: dict[str, Any]) -> bytes:
-    """An answer's JSON with markers for its cache info and elapsed time (datetimes as pydantic writes them)."""
+    """An answer's JSON with its cache info and elapsed time null, at its end (datetimes as pydantic writes them)."""
     provenance = answer["provenance"]
-    provenance["cache"], provenance["elapsed_ms"] = CACHE_MARK, ELAPSED_MARK
-    return orjson.dumps(answer, option=orjson.OPT_UTC_Z)
+    if list(answer)[-1] != "provenance" or list(provenance)[-2:] != ["cache", "elapsed_ms"]:
+        raise ValueError("the answer's last fields must be provenance.cache and provenance.elapsed_ms")
+    provenance["cache"], provenance["elapsed_ms"] = None, None
+    body = orjson.dumps(answer, option=orjson.OPT_UTC_Z)
+    assert body.endswith(TAIL)
+    return body
 
 
 class QueryCache:
@@ -71,13 +77,19 @@ class QueryCache:
             return None
         if raw is None:
             return None
-        stored_at, ttl, body = raw.split(b"|", 2)
-        return body, max(time.time() - float(stored_at), 0.0), int(ttl)
+        try:
+            version, stored_at, ttl, body = raw.split(b"|", 3)
+            if version != ENTRY_VERSION or not body.endswith(TAIL):
+                raise ValueError(f"cache entry of another format (version {version[:8]!r})")
+            return body, max(time.time() - float(stored_at), 0.0), int(ttl)
+        except ValueError as exc:  # an entry this code did not write: computed again and overwritten
+            log.warning("cache entry ignored: %s", exc)
+            return None
 
     async def put(self, tenant_id: str, request: QueryRequest, body: bytes, ttl_s: int) -> bool:
         if self._redis is None:
             return False
-        entry = f"{time.time():.6f}|{ttl_s}|".encode() + body
+        entry = b"%s|%.6f|%d|%s" % (ENTRY_VERSION, time.time(), ttl_s, body)
         try:
             await self._redis.set(self.key(tenant_id, request), entry, ex=ttl_s)
         except (redis.RedisError, OSError) as exc:

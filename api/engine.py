@@ -38,7 +38,7 @@ from api.raw_path import answer_from_raw
 from api.realtime_source import RealtimeSource
 from api.replica import Replica, ReplicaStatus, iso
 from api.rollup_path import RollupPath
-from api.validation import IDENTIFIER, validate
+from api.validation import IDENTIFIER, check_raw_range, validate
 
 __all__ = ["QueryEngine", "QueryError", "WarehouseUnavailable"]
 
@@ -92,6 +92,25 @@ def attach_lake(settings: Settings) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+_Rows = TypeVar("_Rows", list[tuple[Any, ...]], pa.Table)
+
+
+def too_many_cells(cap: int) -> QueryError:
+    return QueryError(
+        "group_by",
+        "max_cells",
+        f"the answer would gather more than {cap} bucket and group cells (or source rows) before being cut to"
+        " `limit`: ask a coarser granularity, a shorter range, fewer group_by dimensions, filters or top_n",
+    )
+
+
+def _capped(rows: _Rows, cap: int) -> _Rows:
+    """The rows of a query read with LIMIT cap + 1; QueryError when the limit was reached."""
+    if len(rows) > cap:
+        raise too_many_cells(cap)
+    return rows
 
 
 class _RollupReads:
@@ -246,10 +265,14 @@ class QueryEngine:
         began = time.perf_counter()
         moment = (now or datetime.now(UTC)).timestamp()
         query = validate(tenant_id, request, self.catalogue, self.settings)
+        cap = self.settings.api_max_cells
         with self._cursor() as cursor, self._rollup_reads(cursor) as rollups:
 
             def fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-                return self._fetch(cursor, sql, params)
+                return _capped(self._fetch(cursor, f"SELECT * FROM ({sql}) LIMIT {cap + 1}", params), cap)
+
+            def fetch_arrow(sql: str, params: list[Any]) -> pa.Table:
+                return _capped(self._fetch_arrow(cursor, f"SELECT * FROM ({sql}) LIMIT {cap + 1}", params), cap)
 
             marks = self._watermark_map(cursor, tenant_id, rollups.alias)
             plan = planner.plan(
@@ -261,6 +284,8 @@ class QueryEngine:
                 self.settings.realtime_retention_s,
             )
             if plan.raw_reason:
+                # Raw by its dimensions was refused before (validation.check); raw by old minutes shows here.
+                check_raw_range(query.span_s, plan.raw_reason, self.settings)
                 rollups.release()  # the raw events are the lake's: no need to hold the replica's snapshot
                 answer = answer_from_raw(query, plan, self.catalogue, self.alias, fetch)
             else:
@@ -273,7 +298,7 @@ class QueryEngine:
                     fetch,
                     None,
                     moment,
-                    fetch_arrow=lambda sql, params: self._fetch_arrow(cursor, sql, params),
+                    fetch_arrow=fetch_arrow,
                     in_memory=in_memory,
                 )
                 answer = Answer()
@@ -286,6 +311,8 @@ class QueryEngine:
                     answer = path.answer(Answer(realtime_unavailable=self._redis_failed(exc)))
                 if in_memory and (caveat := self._replica_caveat()):
                     answer.caveats.append(caveat)
+        if len(answer.cells) > cap:  # the realtime layer's groups, added to the warehouse's
+            raise too_many_cells(cap)
         return build_result(query, self.catalogue, answer, plan.watermark, (time.perf_counter() - began) * 1000)
 
     @contextlib.contextmanager

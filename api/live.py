@@ -8,25 +8,19 @@ that touched minutes already closed is followed by a `correction` event per rest
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 import redis.asyncio
 
 from analytics_core.catalogue import ALL, Catalogue
 from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, bucket_start, counter_field
 
-log = logging.getLogger("api.live")
 
-
-def _iso(epoch_s: float) -> str:
+def iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
@@ -56,7 +50,7 @@ class LiveReader:
         for minute in minutes:
             pipe.hmget(self.keys.counters(tenant_id, minute), self._fields)
         rows = await pipe.execute()
-        return [{"minute": _iso(m), **self._values(raw)} for m, raw in zip(minutes, rows, strict=True)]
+        return [{"minute": iso(m), **self._values(raw)} for m, raw in zip(minutes, rows, strict=True)]
 
     async def snapshot(self, client: redis.asyncio.Redis, tenant_id: str, now: float | None = None) -> dict[str, Any]:
         """Per-minute totals over the live window, their sums, and distinct users seen in the window."""
@@ -76,9 +70,9 @@ class LiveReader:
             if num in users and den in users:
                 totals[name] = users[num] / users[den] if users[den] else None
         return {
-            "at": _iso(now),
+            "at": iso(now),
             "window_s": self.window_s,
-            "window_start": _iso(first),
+            "window_start": iso(first),
             "totals": totals,
             "users": users,
             "approximate": {name: "hyperloglog" for name in self.unique},
@@ -86,69 +80,32 @@ class LiveReader:
         }
 
 
-def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+def sse_frame(event: str, data_json: str, event_id: int | None = None) -> bytes:
+    """One SSE frame around data already encoded as JSON (the hub encodes once for all streams)."""
     lines = [f"event: {event}"]
     if event_id is not None:
         lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    lines.append("data: " + data_json)
     return ("\n".join(lines) + "\n\n").encode()
+
+
+def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    return sse_frame(event, json.dumps(data, separators=(",", ":")), event_id)
 
 
 async def stream(
     reader: LiveReader, client: redis.asyncio.Redis, tenant_id: str, interval_s: float
 ) -> AsyncIterator[bytes]:
-    """SSE frames: `counters` at start, after every update and every interval; `correction` per restated minute."""
-    yield b"retry: 2000\n\n"
-    seq = 0
-    pubsub = None
+    """SSE frames: `counters` at start, after every update and every interval; `correction` per restated minute.
+
+    One stream on a hub of its own over `client`; the API serves all its streams from one shared
+    hub instead (api/live_hub.py), which sends exactly these frames.
+    """
+    from api.live_hub import LiveHub  # the hub builds on this module
+
+    hub = LiveHub(reader, client, interval_s)
     try:
-        while True:
-            try:
-                if pubsub is None:
-                    pubsub = client.pubsub()
-                    await pubsub.subscribe(reader.keys.updates(tenant_id))
-                    seq += 1
-                    yield sse("counters", await reader.snapshot(client, tenant_id), seq)
-                message = await _next_message(pubsub, interval_s)
-                corrections: set[int] = set()
-                updated_at: float | None = None
-                while message is not None:  # drain what queued up: one answer covers them all
-                    update = json.loads(message["data"])
-                    corrections.update(update.get("corrections", ()))
-                    updated_at = max(updated_at or 0.0, float(update.get("applied_at", 0.0)))
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-                if corrections:
-                    for row in await reader.minutes(client, tenant_id, sorted(corrections)):
-                        seq += 1
-                        yield sse("correction", row, seq)
-                snapshot = await reader.snapshot(client, tenant_id)
-                if updated_at is not None:
-                    snapshot["updated_at"] = _iso(updated_at)
-                seq += 1
-                yield sse("counters", snapshot, seq)
-            except (redis.RedisError, OSError) as exc:
-                log.warning("live stream without Redis: %s", exc)
-                if pubsub is not None:
-                    await _close(pubsub)
-                    pubsub = None
-                seq += 1
-                yield sse("unavailable", {"error": f"realtime layer unreachable: {exc}", "retry_s": interval_s}, seq)
-                await asyncio.sleep(interval_s)
+        async for frame in hub.open(tenant_id).frames():
+            yield frame
     finally:
-        if pubsub is not None:
-            await _close(pubsub)
-
-
-async def _next_message(pubsub: Any, timeout: float) -> dict[str, Any] | None:
-    """The next published message within `timeout`, or None; subscribe confirmations are skipped."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-        if message is not None:
-            return dict(message)
-    return None
-
-
-async def _close(pubsub: Any) -> None:
-    with contextlib.suppress(redis.RedisError, OSError):
-        await pubsub.aclose()
+        await hub.close()

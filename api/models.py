@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 Source = Literal["rollup_day", "rollup_hour", "rollup_minute", "raw", "realtime"]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    """A time as ISO 8601 text (a date, or a date and time): a number is refused, not guessed as s or ms."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise PydanticCustomError("iso_8601", "an ISO 8601 date or date-time is expected, e.g. 2026-11-01T09:30:00+01:00")
+
+
+# A date or a date-time, with or without an offset (without: read in the query's time zone).
+Time = Annotated[
+    datetime,
+    BeforeValidator(_iso_8601),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]}),
+]
 
 
 class Filter(BaseModel):
@@ -26,8 +44,8 @@ class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metrics: list[str] = Field(min_length=1, max_length=20, description="Catalogue metric names.")
-    start: datetime = Field(description="Range start, inclusive; without an offset it is read in `timezone`.")
-    end: datetime = Field(description="Range end, exclusive; without an offset it is read in `timezone`.")
+    start: Time = Field(description="Range start, inclusive; without an offset it is read in `timezone`.")
+    end: Time = Field(description="Range end, exclusive; without an offset it is read in `timezone`.")
     granularity: Literal["minute", "hour", "day", "auto"] = Field(
         default="auto",
         description="Bucket size in `timezone`; auto: minute up to 3 hours, hour up to 7 days, else day.",
@@ -40,7 +58,7 @@ class QueryRequest(BaseModel):
         default=None,
         ge=1,
         le=1000,
-        description="Keep the N groups largest by the first metric; the rest become 'other'.",
+        description="Keep the N groups largest by the first metric; the rest add up to one row, dimension values null.",
     )
 
 
@@ -50,7 +68,10 @@ class Row:
     """One bucket and group of an answer."""
 
     bucket: Annotated[datetime, Field(description="Bucket start in the query's time zone.")]
-    dimensions: Annotated[dict[str, str], Field(description="Group-by values; '__other__' for the top-N rest.")]
+    dimensions: Annotated[
+        dict[str, str | None],
+        Field(description="Group-by values; null (no real value is) for the group of the top-N rest."),
+    ]
     values: dict[str, float | None]
 
 
@@ -112,3 +133,47 @@ def dump(result: QueryResult) -> dict[str, Any]:
             bucket = written[row.bucket] = orjson.dumps(row.bucket, option=orjson.OPT_UTC_Z)[1:-1].decode()
         rows.append({"bucket": bucket, "dimensions": row.dimensions, "values": row.values})
     return {name: rows if name == "rows" else out[name] for name in QueryResult.model_fields}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: what is wrong and, for a bad request, the field and the rule it breaks."""
+
+    error: str = Field(description="What is wrong, for people.")
+    field: str | None = Field(default=None, description="The request field at fault, e.g. filters[0].values.")
+    rule: str | None = Field(default=None, description="The rule it breaks, e.g. max_buckets, iana_zone.")
+
+
+class CatalogueMetric(BaseModel):
+    name: str
+    kind: Literal["count", "sum", "unique", "ratio"]
+    description: str
+    additive: bool
+    approximate: bool
+    bots_included: bool
+
+
+class CatalogueDimension(BaseModel):
+    name: str
+    description: str
+    in_rollups: bool
+
+
+class Limits(BaseModel):
+    max_rows: int
+    max_buckets: int
+    max_range_days: int
+    max_filter_values: int = Field(description="Filter values a query may hold, over all its filters.")
+    max_raw_range_days: int = Field(description="Longest range answered from raw events.")
+    max_cells: int = Field(description="Bucket and group cells (or source rows) a query may read.")
+    rate_limit_queries: int = Field(description="Queries a read key may ask per window; 0: no limit.")
+    rate_limit_window_s: float
+
+
+class CatalogueAnswer(BaseModel):
+    """GET /api/v1/metrics: what can be asked."""
+
+    metrics: list[CatalogueMetric]
+    dimensions: list[CatalogueDimension]
+    granularities: list[str]
+    filters: list[str]
+    limits: Limits

@@ -25,7 +25,7 @@ from typing import Literal
 
 from analytics_core.catalogue import GRANULARITIES, Catalogue, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api.validation import Query
+from api.validation import Query, raw_only_reason
 
 Stage = Literal["complete", "stale", "live"]
 COARSEST_FIRST: tuple[Granularity, ...] = tuple(reversed(GRANULARITIES))
@@ -92,16 +92,11 @@ def tile(
 
 
 def _raw_reason(query: Query, catalogue: Catalogue) -> tuple[tuple[str, ...] | None, str | None]:
-    dims = query.dimensions
-    raw_only = sorted(d for d in dims if not catalogue.dimensions[d].rollup)
-    if raw_only:
-        return None, f"{', '.join(raw_only)}: only in raw events"
+    reason = raw_only_reason(query.dimensions, query.base_metrics, catalogue)
+    if reason is not None:
+        return None, reason
     unique = any(catalogue.metrics[m].kind == "unique" for m in query.base_metrics)
-    covering = catalogue.covering_set(dims, unique=unique)
-    if covering is None:
-        what = "unique users" if unique else "rollups"
-        return None, f"no stored dimension set keeps {what} by {', '.join(sorted(dims))}"
-    return covering, None
+    return catalogue.covering_set(query.dimensions, unique=unique), None
 
 
 def plan(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from analytics_core.catalogue import Catalogue, Metric
-from api.sql_parts import OTHER, Params, bucket_index, conditions, placeholders, top_flag, utc
+from api.sql_parts import Params, bucket_index, conditions, placeholders, top_flag, utc
 from api.timebuckets import Segment
 from api.validation import Query
 
@@ -42,11 +42,11 @@ def raw_sql(
     alias: str,
     metrics: Sequence[str],
     segments: Sequence[Segment] | None,
-    top: Sequence[tuple[str, ...]] | None = None,
+    top: Sequence[tuple[str | None, ...]] | None = None,
 ) -> tuple[str, Params]:
     """SQL of (bucket, group values..., one column per metric) rows over the query's range.
 
-    segments None: the whole range as bucket 0 (top-N ranking). `top`: groups outside it become OTHER.
+    segments None: the whole range as bucket 0 (top-N ranking). `top`: groups outside it become OTHER (NULL).
     """
     dims = sorted(query.dimensions)
     expr = {d: f"coalesce({d}, '{MISSING}')" for d in dims}
@@ -68,7 +68,7 @@ def raw_sql(
         outer_groups = []
         for name in names:
             flag = top_flag(names, top, params)
-            outer_groups.append(f"CASE WHEN {flag} THEN {name} ELSE '{OTHER}' END")
+            outer_groups.append(f"CASE WHEN {flag} THEN {name} END")  # else NULL: OTHER
     else:
         outer_groups = names
     aggregates = [f"{_aggregate(catalogue.metrics[m], params)} AS m{i}" for i, m in enumerate(metrics)]

@@ -45,6 +45,7 @@ class RealtimeSource:
     def fixed_combos(self, dimension_set: Sequence[str], filters: Sequence[Condition]) -> list[Combo] | None:
         """The value combinations the eq/in filters allow, when they name every dimension of the set."""
         choices: list[Sequence[str]] = []
+        count = 1
         for dim in self.dims:
             if dim not in dimension_set:
                 choices.append((ALL,))
@@ -53,8 +54,9 @@ class RealtimeSource:
             if not allowed:
                 return None
             choices.append(sorted(set.intersection(*(set(v) for v in allowed))))
-        combos = list(itertools.product(*choices))
-        return combos if len(combos) <= MAX_NAMED_FIELDS else None
+            count *= len(choices[-1])
+        # Counted before the product is built: three `in` filters of 1,000 values are a billion combinations.
+        return list(itertools.product(*choices)) if count <= MAX_NAMED_FIELDS else None
 
     def counters(
         self,
@@ -67,7 +69,9 @@ class RealtimeSource:
         """The minutes' counters of the dimension set that pass the filters."""
         set_name = self.catalogue.dimension_set_name(tuple(dimension_set))
         combos = self.fixed_combos(dimension_set, filters)
-        named = [counter_field(m, set_name, c) for m in metrics for c in combos] if combos is not None else []
+        # Named fields only while there are few (HMGET of each minute lists them all); else HGETALL.
+        fixed = combos is not None and len(combos) * len(metrics) <= MAX_NAMED_FIELDS
+        named = [counter_field(m, set_name, c) for m in metrics for c in combos or ()] if fixed else []
         pipe = self.conn.pipeline(transaction=False)
         for minute in minutes:
             key = self.keys.counters(tenant_id, minute)

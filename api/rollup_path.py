@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -185,10 +185,17 @@ class RollupPath:
         grouped = {d: i for i, d in enumerate(self.query.group_by)}
         for bucket, group, found in rollup_source.cells(read, self.fetch_arrow(*sql) if sql else None):
             if bucket in probed and any(metric in self.unique for metric in found):
-                combos.add(
-                    tuple(
-                        group[grouped[d]] if d in grouped else single.get(d, ALL) if d in self.dimension_set else ALL
-                        for d in self.catalogue.rollup_dimensions
+                combos.add(  # probed only without top_n: no group is OTHER (None) here
+                    cast(
+                        Combo,
+                        tuple(
+                            group[grouped[d]]
+                            if d in grouped
+                            else single.get(d, ALL)
+                            if d in self.dimension_set
+                            else ALL
+                            for d in self.catalogue.rollup_dimensions
+                        ),
                     )
                 )
                 found = {metric: value for metric, value in found.items() if metric not in self.unique}

@@ -22,7 +22,7 @@ from analytics_core.catalogue import GRANULARITIES, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
 from api.answer import merged_estimates
 from api.planner import Piece
-from api.sql_parts import OTHER, Params, bucket_index, conditions, placeholders, top_flag, utc
+from api.sql_parts import Params, bucket_index, conditions, placeholders, top_flag, utc
 from api.timebuckets import Segment
 from api.validation import Condition
 
@@ -147,7 +147,9 @@ def _one_window(pieces: Sequence[Piece], one_bucket: bool) -> tuple[list[Piece],
     return alone, [p for p in pieces if p not in chosen]
 
 
-def _arms(read: RollupRead, top: Sequence[tuple[str, ...]] | None, one_bucket: bool) -> tuple[list[Arm], list[Arm]]:
+def _arms(
+    read: RollupRead, top: Sequence[tuple[str | None, ...]] | None, one_bucket: bool
+) -> tuple[list[Arm], list[Arm]]:
     """Arms of the rows whose value is read (additive; lone unique rows) and of the sketches to merge.
 
     A unique metric's row is the answer when it is the only row of its query bucket and group: one
@@ -174,14 +176,14 @@ def rollup_sql(
     read: RollupRead,
     alias: str,
     segments: Sequence[Segment] | None,
-    top: Sequence[tuple[str, ...]] | None = None,
+    top: Sequence[tuple[str | None, ...]] | None = None,
 ) -> tuple[str, Params] | None:
     """SQL of (bucket, group values..., metric, value columns..., sketch) rows; None: nothing to read.
 
     Rows with `metric` NULL carry the sums of the valued_metrics (additive, and unique metrics whose
     bucket is a single rollup row); rows naming a metric carry one sketch to merge into that bucket,
     group and metric. segments None: the whole range as bucket 0 (top-N ranking). `top`: groups
-    outside it become OTHER. Read the rows with `values`.
+    outside it become OTHER (NULL). Read the rows with `values`.
     """
     valued, merged = _arms(read, top, one_bucket=not segments)
     groups = [f"g{i}" for i in range(len(read.group_by))]
@@ -207,7 +209,7 @@ def rollup_sql(
         if top is not None and read.group_by:
             flag = top_flag(list(read.group_by), top, params)
             src_groups = [
-                f"CASE WHEN {flag} THEN {d} ELSE '{OTHER}' END AS {g}"
+                f"CASE WHEN {flag} THEN {d} END AS {g}"  # else NULL: OTHER
                 for d, g in zip(read.group_by, groups, strict=True)
             ]
         else:
@@ -242,7 +244,7 @@ def valued_metrics(read: RollupRead) -> tuple[str, ...]:
     return read.additive + read.unique
 
 
-def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple[str, ...], dict[str, float]]]:
+def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple[str | None, ...], dict[str, float]]]:
     """(bucket, group, {metric: value}) of rollup_sql's rows (as Arrow); each merged sketch estimated.
 
     A (bucket, group) comes once with its summed values, and once more per metric whose sketches

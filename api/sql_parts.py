@@ -9,7 +9,9 @@ from typing import Any
 from api.timebuckets import Segment
 from api.validation import Condition
 
-OTHER = "__other__"  # the dimension value of the groups outside the top N
+# The dimension values of the group outside the top N: NULL in SQL, None in Python, null in the answer; a
+# value no real group can take (rollups hold "unknown" or "*", raw reads "" where events have no value).
+OTHER = None
 
 Params = list[Any]
 
@@ -55,7 +57,7 @@ def conditions(filters: Sequence[Condition], column: dict[str, str], params: Par
     return out
 
 
-def top_flag(expressions: Sequence[str], top: Sequence[tuple[str, ...]], params: Params) -> str:
+def top_flag(expressions: Sequence[str], top: Sequence[tuple[str | None, ...]], params: Params) -> str:
     """True when the row's group (the expressions' values) is one of the top groups."""
     params.append([list(group) for group in top])
     return f"list_contains(?, [{', '.join(expressions)}])"

@@ -8,11 +8,12 @@ is complete: [floor(start), ceil(end)).
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from analytics_core.catalogue import Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
@@ -22,16 +23,49 @@ AUTO_MINUTE_UP_TO_S = 3 * 3600  # granularity auto: minute buckets up to 3 hours
 AUTO_HOUR_UP_TO_S = 7 * 86400  # hour buckets up to 7 days, day buckets beyond
 
 
+MAX_ZONE_NAME = 255  # IANA names are at most ~30 characters; longer is never a zone (nor a file name)
+# Instants a query may name: bucket arithmetic in any zone (offsets up to ±26 h, days widened to whole days)
+# stays far inside datetime's years 1 to 9999 between these.
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The IANA names of the zone database (zoneinfo.available_timezones: the system's and the tzdata package's)."""
+    return frozenset(available_timezones())
+
+
 def zone(name: str) -> ZoneInfo:
+    """The zone of an IANA name; QueryError for anything else (a directory such as `America`, a path, a
+    name too long for a file, a file that is no zone): only names of the zone database are opened."""
+    refused = QueryError("timezone", "iana_zone", f"{name[:64]!r} is not an IANA time zone (e.g. Europe/Berlin)")
+    if not name or len(name) > MAX_ZONE_NAME or name not in known_zones():
+        raise refused
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise QueryError("timezone", "iana_zone", f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError) as exc:  # OSError: directory, name too long
+        raise refused from exc
 
 
-def instant(value: datetime, tz: ZoneInfo) -> float:
-    """Epoch seconds of a datetime; a naive one is read in `tz` (a repeated wall time: its first occurrence)."""
-    return (value if value.tzinfo is not None else value.replace(tzinfo=tz)).timestamp()
+def instant(value: datetime, tz: ZoneInfo, field: str = "start") -> float:
+    """Epoch seconds of a datetime; a naive one is read in `tz` (a repeated wall time: its first occurrence).
+
+    QueryError naming `field` for a time outside MIN_INSTANT .. MAX_INSTANT (a year-1 wall time in Tokyo is
+    in year 0 in UTC: datetime cannot even say so).
+    """
+    refused = QueryError(
+        field,
+        "supported_range",
+        f"{field} must lie between {MIN_INSTANT.date().isoformat()} and {MAX_INSTANT.date().isoformat()} (UTC)",
+    )
+    try:
+        t = (value if value.tzinfo is not None else value.replace(tzinfo=tz)).timestamp()
+    except (OverflowError, ValueError) as exc:
+        raise refused from exc
+    if not MIN_INSTANT.timestamp() <= t < MAX_INSTANT.timestamp():
+        raise refused
+    return t
 
 
 def auto_granularity(seconds: float) -> Granularity:
@@ -112,13 +146,21 @@ class Buckets:
         return out
 
 
-def make_buckets(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> Buckets:
-    """The buckets covering [start, end), widened to whole buckets; QueryError past `max_buckets`."""
+def check_bucket_count(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> int:
+    """QueryError when [start, end) needs more than `max_buckets` (by arithmetic, nothing built); the first bucket.
+
+    Buckets of a grain are at most its UTC length apart, less one on a clock change (a 23-hour day).
+    """
     first = floor_bucket(start, grain, tz)
-    # Checked before the buckets are built (a year of minutes would be half a million), and after.
     estimate = math.ceil((end - first) / GRAIN_SECONDS[grain])
     if estimate > max_buckets + 1:
         raise _too_many(estimate, grain, max_buckets)
+    return first
+
+
+def make_buckets(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> Buckets:
+    """The buckets covering [start, end), widened to whole buckets; QueryError past `max_buckets`."""
+    first = check_bucket_count(start, end, grain, tz, max_buckets)
     bounds = [first]
     while bounds[-1] < end:
         bounds.append(next_bucket(bounds[-1], grain, tz))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from analytics_core.catalogue import Catalogue, Metric
+from analytics_core.catalogue import Catalogue, Granularity, Metric
 from analytics_core.settings import Settings
 from api import timebuckets
 from api.errors import QueryError
@@ -41,6 +42,7 @@ class Query:
     buckets: Buckets
     limit: int
     top_n: int | None
+    span_s: float = 0.0  # end - start as asked (before the range is widened to whole buckets)
 
     @property
     def dimensions(self) -> set[str]:
@@ -84,14 +86,88 @@ def _check_dimension(field: str, name: str, catalogue: Catalogue) -> None:
         raise ValueError(f"catalogue dimension {name!r} is not a plain column name")
 
 
-def validate(tenant_id: str, request: QueryRequest, catalogue: Catalogue, settings: Settings) -> Query:
-    """The request as a Query, or QueryError naming the first field that breaks a rule."""
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every rule its parameters alone can be judged by (Checked.query builds the buckets)."""
+
+    tenant_id: str
+    request: QueryRequest
+    base_metrics: tuple[str, ...]
+    filters: tuple[Condition, ...]
+    zone: ZoneInfo
+    start: float
+    end: float
+    grain: Granularity
+    limit: int
+
+    def query(self, max_buckets: int) -> Query:
+        request = self.request
+        return Query(
+            tenant_id=self.tenant_id,
+            metrics=tuple(request.metrics),
+            base_metrics=self.base_metrics,
+            group_by=tuple(request.group_by),
+            filters=self.filters,
+            timezone=request.timezone,
+            buckets=timebuckets.make_buckets(self.start, self.end, self.grain, self.zone, max_buckets),
+            limit=self.limit,
+            top_n=request.top_n,
+            span_s=self.end - self.start,
+        )
+
+
+def _check_filter_values(request: QueryRequest, settings: Settings) -> None:
+    total = sum(len(f.values) for f in request.filters)
+    if total > settings.api_max_filter_values:
+        raise QueryError(
+            "filters",
+            "max_filter_values",
+            f"{total} filter values in all, at most {settings.api_max_filter_values}",
+        )
+    for i, f in enumerate(request.filters):
+        for j, value in enumerate(f.values):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800" in the JSON): no UTF-8 string
+                    raise QueryError(f"filters[{i}].values[{j}]", "utf8", "not a valid Unicode string") from exc
+
+
+def raw_only_reason(dimensions: set[str], base_metrics: tuple[str, ...], catalogue: Catalogue) -> str | None:
+    """Why no rollup can answer queries by these dimensions (they go to raw events), or None."""
+    raw_only = sorted(d for d in dimensions if not catalogue.dimensions[d].rollup)
+    if raw_only:
+        return f"{', '.join(raw_only)}: only in raw events"
+    unique = any(catalogue.metrics[m].kind == "unique" for m in base_metrics)
+    if catalogue.covering_set(dimensions, unique=unique) is None:
+        what = "unique users" if unique else "rollups"
+        return f"no stored dimension set keeps {what} by {', '.join(sorted(dimensions))}"
+    return None
+
+
+def check_raw_range(span_s: float, reason: str, settings: Settings) -> None:
+    """QueryError when a range answered from raw events (for `reason`) is longer than the server allows."""
+    days = settings.api_max_raw_range_days
+    if span_s > days * 86400:
+        raise QueryError(
+            "end",
+            "max_raw_range_days",
+            f"this query is answered from raw events ({reason}): its range may span at most {days} days",
+        )
+
+
+def check(tenant_id: str, request: QueryRequest, catalogue: Catalogue, settings: Settings) -> Checked:
+    """Every rule the request's parameters can be judged by, at a cost of their size (no buckets, no SQL).
+
+    Run before the cache is asked: a request refused here never reaches a hash, a bucket list or SQL.
+    """
     if not tenant_id:
         raise ValueError("tenant id missing: it comes from the authenticated key")
     base = _check_metrics(request.metrics, catalogue)
     _unique("group_by", request.group_by)
     for i, name in enumerate(request.group_by):
         _check_dimension(f"group_by[{i}]", name, catalogue)
+    _check_filter_values(request, settings)
     filters: list[Condition] = []
     for i, f in enumerate(request.filters):
         _check_dimension(f"filters[{i}].dimension", f.dimension, catalogue)
@@ -109,21 +185,20 @@ def validate(tenant_id: str, request: QueryRequest, catalogue: Catalogue, settin
         )
 
     tz = timebuckets.zone(request.timezone)
-    start, end = timebuckets.instant(request.start, tz), timebuckets.instant(request.end, tz)
+    start, end = timebuckets.instant(request.start, tz, "start"), timebuckets.instant(request.end, tz, "end")
     if start >= end:
         raise QueryError("end", "after_start", "end must be after start")
     if end - start > settings.api_max_range_days * 86400:
         raise QueryError("end", "max_range_days", f"the range may span at most {settings.api_max_range_days} days")
     grain = request.granularity if request.granularity != "auto" else timebuckets.auto_granularity(end - start)
-    buckets = timebuckets.make_buckets(start, end, grain, tz, settings.api_max_buckets)
-    return Query(
-        tenant_id=tenant_id,
-        metrics=tuple(request.metrics),
-        base_metrics=base,
-        group_by=tuple(request.group_by),
-        filters=tuple(filters),
-        timezone=request.timezone,
-        buckets=buckets,
-        limit=limit,
-        top_n=request.top_n,
-    )
+    timebuckets.check_bucket_count(start, end, grain, tz, settings.api_max_buckets)
+    dimensions = set(request.group_by) | {f.dimension for f in request.filters}
+    reason = raw_only_reason(dimensions, base, catalogue)
+    if reason is not None:
+        check_raw_range(end - start, reason, settings)
+    return Checked(tenant_id, request, base, tuple(filters), tz, start, end, grain, limit)
+
+
+def validate(tenant_id: str, request: QueryRequest, catalogue: Catalogue, settings: Settings) -> Query:
+    """The request as a Query, or QueryError naming the first field that breaks a rule."""
+    return check(tenant_id, request, catalogue, settings).query(settings.api_max_buckets)

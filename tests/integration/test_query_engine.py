@@ -174,7 +174,7 @@ def expected(
         if len(ranked) > case.top_n:
             top = [list(g) for g in ranked[: case.top_n]]
             flag = f"list_contains({top!r}, [{', '.join(groups)}])"
-            mapped = [f"CASE WHEN {flag} THEN {g} ELSE '__other__' END" for g in groups]
+            mapped = [f"CASE WHEN {flag} THEN {g} END" for g in groups]  # the rest: null, as the API writes it
     select = ", ".join([_bucket_sql(grain, case.timezone), f"[{', '.join(mapped)}]::VARCHAR[]"])
     measures = ", ".join(METRIC_SQL[m] for m in base)
     sql = f"SELECT {select}, {measures} FROM ({source}) WHERE {where} GROUP BY ALL"
