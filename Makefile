@@ -12,7 +12,7 @@ help:
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
-	@echo "make lint       ruff, ruff format --check, mypy"
+	@echo "make lint       ruff, ruff format --check, mypy, import contracts (lint-imports), sqlfluff"
 	@echo "make down       stop the API, realtime consumer, collector and the local Kafka and Redis"
 
 $(STAMP): pyproject.toml
@@ -62,6 +62,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders realtime api bench orchestration
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m analytics_core.dbt sqlfluff lint models tests
 
 test: venv system-deps lint

@@ -59,7 +59,7 @@ _DUCKDB_TYPES: dict[FieldType, str] = {
     "boolean": "BOOLEAN",
     "timestamp": "TIMESTAMPTZ",
 }
-_BIGQUERY_TYPES: dict[FieldType, str] = {
+BIGQUERY_TYPES: dict[FieldType, str] = {
     "string": "STRING",
     "json": "JSON",
     "double": "FLOAT64",
@@ -70,7 +70,7 @@ _BIGQUERY_TYPES: dict[FieldType, str] = {
 
 def warehouse_ddl(table: str, dialect: Literal["duckdb", "bigquery"] = "duckdb") -> str:
     """CREATE TABLE statement of the raw events table for the given warehouse dialect."""
-    types = _DUCKDB_TYPES if dialect == "duckdb" else _BIGQUERY_TYPES
+    types = _DUCKDB_TYPES if dialect == "duckdb" else BIGQUERY_TYPES
     cols = ",\n".join(f"    {f.name} {types[f.type]}{' NOT NULL' if f.required else ''}" for f in FIELDS)
     return f"CREATE TABLE IF NOT EXISTS {table} (\n{cols}\n)"
 

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     bigquery_location: str = "US"  # location of the dataset, where every load and query job runs
     min_free_disk_mb: int = 1024
 
-    # Ports of the services later issues add; kept here so one file documents every port.
+    # Ports and limits of the HTTP services, kept here so one file documents every port.
     collector_port: int = 8080
     collector_workers: int = Field(default=1, ge=1)
     # Segment's limits: 32 KB an event, 500 KB a batch (checked after decompression too).

@@ -1,4 +1,1 @@
-"""Query API (FastAPI): dashboard queries from rollups plus the realtime layer.
-
-Built in the query-API issue.
-"""
+"""Query API (FastAPI): dashboard queries from rollups plus the realtime layer, cached in Redis; live SSE."""

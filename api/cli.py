@@ -20,8 +20,8 @@ def serve_api(
     """Run the query API: /api/v1/metrics, /api/v1/query, /api/v1/live (SSE), /healthz, /readyz, /metrics, /docs."""
     import uvicorn
 
+    from analytics_core.logs import log_config
     from analytics_core.serving import server_options
-    from collector.logs import log_config
 
     settings = get_settings()
     uvicorn.run(

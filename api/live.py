@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,21 +90,3 @@ def sse_frame(event: str, data_json: str, event_id: int | None = None) -> bytes:
 
 def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
     return sse_frame(event, json.dumps(data, separators=(",", ":")), event_id)
-
-
-async def stream(
-    reader: LiveReader, client: redis.asyncio.Redis, tenant_id: str, interval_s: float
-) -> AsyncIterator[bytes]:
-    """SSE frames: `counters` at start, after every update and every interval; `correction` per restated minute.
-
-    One stream on a hub of its own over `client`; the API serves all its streams from one shared
-    hub instead (api/live_hub.py), which sends exactly these frames.
-    """
-    from api.live_hub import LiveHub  # the hub builds on this module
-
-    hub = LiveHub(reader, client, interval_s)
-    try:
-        async for frame in hub.open(tenant_id).frames():
-            yield frame
-    finally:
-        await hub.close()

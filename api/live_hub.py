@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from typing import Any
 
 import redis
@@ -463,3 +463,19 @@ class LiveResponse(StreamingResponse):
         finally:
             self._stream.release()
             await self._frames.aclose()
+
+
+async def stream(
+    reader: LiveReader, client: redis.asyncio.Redis, tenant_id: str, interval_s: float
+) -> AsyncIterator[bytes]:
+    """SSE frames: `counters` at start, after every update and every interval; `correction` per restated minute.
+
+    One stream on a hub of its own over `client`; the API serves all its streams from one shared
+    hub instead, which sends exactly these frames.
+    """
+    hub = LiveHub(reader, client, interval_s)
+    try:
+        async for frame in hub.open(tenant_id).frames():
+            yield frame
+    finally:
+        await hub.close()

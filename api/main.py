@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 from fastapi import FastAPI
 
+from analytics_core.runtime import tune_gc
 from analytics_core.serving import BodyTimeout
 from analytics_core.settings import Settings, get_settings
 from api.app import create_app
-from collector.main import tune_gc
 
 
 def served_app(settings: Settings) -> FastAPI:

@@ -20,8 +20,8 @@ def serve_collector(
     """Run the event collector (Segment /v1/*, PostHog /batch/, /healthz, /readyz, /metrics)."""
     import uvicorn
 
+    from analytics_core.logs import log_config
     from analytics_core.serving import server_options
-    from collector.logs import log_config
 
     settings = get_settings()
     uvicorn.run(

@@ -32,7 +32,7 @@ def _registrar(settings: Settings) -> tuple[Register, Callable[[], None]]:
     if settings.schema_registry_url:
         url_store = UrlSchemaStore(settings.schema_registry_url)
         return url_store.register, lambda: None
-    from schema_registry.service import Registry
+    from analytics_core.registry.service import Registry
 
     store = TopicSchemaStore(settings)
     return Registry(store).register, store.close
@@ -56,7 +56,7 @@ def register_schemas(settings: Settings, directory: Path | str = SCHEMAS_DIR) ->
 def _checked(register: Register, subject: str, schema: str, schema_type: str) -> int:
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    from schema_registry.service import RegistryError
+    from analytics_core.registry.service import RegistryError
 
     try:
         return register(subject, schema, schema_type)

@@ -13,10 +13,10 @@ from generator.block import CHECKOUT, DUPLICATE, EVENT_TYPES, FIRST_INVALID, INV
 from generator.config import DAY_US, GeneratorConfig
 from generator.geo import COUNTRIES
 from generator.population import DEVICES, Population
+from generator.truth_report import COUNTERS, report
 
 # Late events arrive at most LATE_LAG_MAX (20 h) plus a session after they happen: two days is safe.
 SETTLE_AFTER_DAYS = 2
-COUNTERS = ("sent", "valid", "human", "bot", "late", "duplicate", "invalid", *(f"invalid:{k}" for k in INVALID_KINDS))
 
 
 def _unpack(key: int, tenants: int) -> tuple[int, int, int, int, int]:
@@ -121,8 +121,6 @@ class Truth:
         self.converted[b.user[b.tagged & (b.event_type == PURCHASE)]] = True
 
     def to_dict(self) -> dict[str, Any]:
-        from generator.truth_report import report
-
         return report(self)
 
     def write(self, path: Path) -> None:

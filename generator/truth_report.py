@@ -1,22 +1,41 @@
-"""Lays the Truth counters out as the JSON document written to --truth (layout in docs/GENERATOR.md)."""
+"""Lays the Truth counters out as the JSON document written to --truth (layout in docs/GENERATOR.md).
+
+`Counts` is what the layout reads of a generator.truth.Truth, so this module does not import it
+(truth.py calls `report` from Truth.to_dict).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from generator.block import EVENT_TYPES, INVALID_KINDS, INVALID_REASONS, PURCHASE
-from generator.config import DAY_US, EXPERIMENT_KEY, PURCHASE_RATE, VARIANTS
+from generator.config import DAY_US, EXPERIMENT_KEY, PURCHASE_RATE, VARIANTS, GeneratorConfig
 from generator.geo import COUNTRIES
-from generator.population import DEVICES
-
-if TYPE_CHECKING:
-    from generator.truth import Truth
+from generator.population import DEVICES, Population
 
 FORMAT_VERSION = 1
+# The columns of Counts.counts, in order.
+COUNTERS = ("sent", "valid", "human", "bot", "late", "duplicate", "invalid", *(f"invalid:{k}" for k in INVALID_KINDS))
+
+
+class Counts(Protocol):
+    """The counters of generator.truth.Truth the report lays out."""
+
+    config: GeneratorConfig
+    pop: Population
+    cells: dict[tuple[int, int, int, int, int], list[int]]  # (day, tenant, country, device, type) → [events, cents]
+    counts: np.ndarray  # per tenant, one column per COUNTERS name
+    funnel_sessions: np.ndarray
+    funnel_events: np.ndarray
+    funnel_users: np.ndarray
+    exposed: np.ndarray
+    converted: np.ndarray
+
+    def daily_active_users(self) -> dict[int, np.ndarray]: ...
 
 
 def _day(day: int) -> str:
@@ -31,7 +50,7 @@ def _metrics(events: int, cents: int, purchases: int) -> dict[str, Any]:
     return {"events": events, "purchases": purchases, **_money(cents)}
 
 
-def report(truth: Truth) -> dict[str, Any]:
+def report(truth: Counts) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "generator": _params(truth),
@@ -42,7 +61,7 @@ def report(truth: Truth) -> dict[str, Any]:
     }
 
 
-def _params(truth: Truth) -> dict[str, Any]:
+def _params(truth: Counts) -> dict[str, Any]:
     cfg = truth.config
     return {
         "seed": cfg.seed,
@@ -65,8 +84,6 @@ def _params(truth: Truth) -> dict[str, Any]:
 
 
 def _counts_of(row: np.ndarray) -> dict[str, Any]:
-    from generator.truth import COUNTERS
-
     plain = {name: int(v) for name, v in zip(COUNTERS, row.tolist(), strict=True) if ":" not in name}
     by_kind = {k: int(row[COUNTERS.index(f"invalid:{k}")]) for k in INVALID_KINDS}
     by_reason: dict[str, int] = defaultdict(int)
@@ -75,12 +92,12 @@ def _counts_of(row: np.ndarray) -> dict[str, Any]:
     return {**plain, "invalid_by_kind": by_kind, "invalid_by_reason": dict(by_reason)}
 
 
-def _counts(truth: Truth) -> dict[str, Any]:
+def _counts(truth: Counts) -> dict[str, Any]:
     by_tenant = {t: _counts_of(truth.counts[i]) for i, t in enumerate(truth.pop.tenant_ids)}
     return {"total": _counts_of(truth.counts.sum(axis=0)), "by_tenant": by_tenant}
 
 
-def _days(truth: Truth) -> dict[str, Any]:
+def _days(truth: Counts) -> dict[str, Any]:
     pop = truth.pop
     out: dict[str, Any] = {}
     for (day, t, c, d, etype), (events, cents) in sorted(truth.cells.items()):
@@ -116,7 +133,7 @@ def _empty_tenant_day() -> dict[str, Any]:
     }
 
 
-def _funnel(truth: Truth) -> dict[str, Any]:
+def _funnel(truth: Counts) -> dict[str, Any]:
     pop = truth.pop
     out = {}
     for t, tenant in enumerate(pop.tenant_ids):
@@ -130,7 +147,7 @@ def _funnel(truth: Truth) -> dict[str, Any]:
     return out
 
 
-def _experiment(truth: Truth) -> dict[str, Any]:
+def _experiment(truth: Counts) -> dict[str, Any]:
     pop, lift = truth.pop, truth.config.experiment_lift
 
     def arm(mask: np.ndarray) -> dict[str, Any]:

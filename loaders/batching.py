@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
 
-
-class Record(Protocol):
-    def value(self) -> bytes | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> Any: ...
+from analytics_core.decoding import Record
 
 
 class Batch:

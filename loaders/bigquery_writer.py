@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery
 
-from analytics_core.events import _BIGQUERY_TYPES, FIELDS, warehouse_ddl
+from analytics_core.columnar import SCHEMA as EVENT_ARROW_SCHEMA
+from analytics_core.events import BIGQUERY_TYPES, FIELDS, warehouse_ddl
 from analytics_core.settings import Settings
 from analytics_core.warehouse import KAFKA_COLUMNS, OFFSETS, RAW_EVENTS
-from loaders.columnar import SCHEMA as EVENT_ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 KAFKA_NAMES = tuple(name for name, _ in KAFKA_COLUMNS)
@@ -41,7 +41,7 @@ JSON_COLUMNS = frozenset(f.name for f in FIELDS if f.type == "json")
 # STRING into staging and the INSERT turns them into JSON.
 STAGING_SCHEMA = [
     bigquery.SchemaField(
-        f.name, "STRING" if f.type == "json" else _BIGQUERY_TYPES[f.type], mode="REQUIRED" if f.required else "NULLABLE"
+        f.name, "STRING" if f.type == "json" else BIGQUERY_TYPES[f.type], mode="REQUIRED" if f.required else "NULLABLE"
     )
     for f in FIELDS
 ] + [bigquery.SchemaField(name, "INT64", mode="REQUIRED") for name in KAFKA_NAMES]

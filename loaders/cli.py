@@ -1,4 +1,4 @@
-"""`analytics loader`: run the warehouse loader (the lead mounts run_loader on the analytics command)."""
+"""`analytics loader`: run the warehouse loader (analytics_cli mounts run_loader as `analytics loader`)."""
 
 from __future__ import annotations
 

@@ -4,27 +4,21 @@
 checks, where a fenced loader re-seeks, and (with the batch in flight) where the open batch goes on.
 Decoding and dead letters happen on the calling (main) thread, the commit on the writer thread
 (loaders/writer.py), and each result is taken back on the main thread by `settle()`. The warehouse is
-a sink (loaders/sinks.py): DuckLake, defined here, or BigQuery.
+a sink (loaders/sinks.py): DuckLake or BigQuery.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from loaders import compaction
-from loaders.batching import Batch, Record
-from loaders.decoding import BatchDecoder
-from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
+from analytics_core.decoding import BatchDecoder
+from loaders.batching import Batch
+from loaders.offsets import NO_OFFSET, Fenced
+from loaders.sinks import WarehouseSink
 from loaders.writer import BatchWriter, PendingBatch
-
-if TYPE_CHECKING:
-    from loaders.sinks import WarehouseSink
 
 log = logging.getLogger(__name__)
 
@@ -38,52 +32,6 @@ class LoaderStats:
     fenced: int = 0
     compactions: int = 0
     partitions: dict[int, int] = field(default_factory=dict)
-
-
-class DuckLakeSink:
-    """DuckLake behind the WarehouseSink seam: fenced commits, invalid JSON found by the INSERT, compaction.
-
-    It lives here, not in loaders/sinks.py, because its commit is this module's `commit_batch`, the
-    name tests replace to make a commit fail or race another loader.
-    """
-
-    compacts = True
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, alias: str, topic: str) -> None:
-        self.con, self.alias, self.topic = con, alias, topic
-        # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
-        # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
-        con.execute("SET threads = 1")
-        # cursor(): the same DuckDB instance and attached lake with transactions of its own, so the
-        # main thread can read offsets on `con` while a commit runs.
-        self._writer_con = con.cursor()
-
-    def stored_offsets(self) -> dict[int, int]:
-        return stored_offsets(self.con, self.alias, self.topic)
-
-    def check(self, rows: pa.Table, records: list[Record], decoder: BatchDecoder) -> pa.Table:
-        return rows  # the INSERT validates the JSON itself; what it refuses is salvaged afterwards
-
-    def commit(self, rows: pa.Table, expected: dict[int, int], next_offsets: dict[int, int]) -> None:
-        commit_batch(self._writer_con, self.alias, self.topic, rows, expected, next_offsets)
-
-    def salvage(
-        self, exc: BaseException, rows: pa.Table, records: list[Record], decoder: BatchDecoder
-    ) -> pa.Table | None:
-        if not isinstance(exc, duckdb.ConversionException):
-            return None
-        # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest.
-        return decoder.drop_invalid_json(self.con, rows, records)
-
-    def compact(self) -> bool:
-        return compaction.compact(self.con, self.alias)
-
-    def close(self) -> None:
-        self._writer_con.close()
-        try:
-            self.con.close()
-        except duckdb.Error as exc:
-            log.warning("closing the warehouse: %s", exc)
 
 
 class BatchCommitter:

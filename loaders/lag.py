@@ -13,6 +13,8 @@ from analytics_core.topics import Topics
 from loaders.offsets import NO_OFFSET, PartitionLag
 from loaders.sinks import open_sink
 
+__all__ = ["PartitionLag", "loader_lag"]
+
 
 def loader_lag(settings: Settings, timeout: float = 10.0, bigquery_client: Any = None) -> list[PartitionLag]:
     """Stored offset (the warehouse's, the source of truth) and high watermark of each partition.

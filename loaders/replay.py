@@ -22,6 +22,7 @@ from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from analytics_core import warehouse
 from analytics_core.clients import kafka_admin, kafka_consumer
 from analytics_core.settings import Settings, get_settings
+from analytics_core.times import parse_utc
 from analytics_core.topics import Topics
 from loaders.offsets import NO_OFFSET, RETRIES, _retryable, stored_offsets
 from loaders.warehouse_loader import loader_group
@@ -56,12 +57,6 @@ class ReplayPlan:
     def rebuild_from(self) -> datetime:
         """Where dbt must rebuild from: `since`, or earlier when a deleted (late) event is older."""
         return min(self.since, self.earliest_deleted) if self.earliest_deleted else self.since
-
-
-def parse_utc(text: str) -> datetime:
-    """An ISO-8601 time as an aware UTC datetime; a time without an offset is taken as UTC."""
-    value = datetime.fromisoformat(text.strip())
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def first_offsets(settings: Settings, topic: str, since: datetime, timeout: float = 10.0) -> dict[int, int]:

@@ -1,4 +1,4 @@
-"""What the loader needs from a warehouse, and BigQuery's side of it (DuckLake's is in loaders/committer.py).
+"""What the loader needs from a warehouse (`WarehouseSink`), and its two sides: DuckLake and BigQuery.
 
 The committer reads stored offsets, lets the sink turn away rows it would refuse (dead letters), commits
 on the writer thread and, after a failed commit, asks the sink which rows to try again. `open_sink`
@@ -8,20 +8,25 @@ picks the sink from `settings.warehouse_target`; the loader and `analytics loade
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import duckdb
 import pyarrow as pa
 
 from analytics_core import warehouse
+from analytics_core.decoding import BatchDecoder, Record, invalid_json
 from analytics_core.settings import Settings
-from loaders.batching import Record
-from loaders.committer import DuckLakeSink
-from loaders.decoding import BatchDecoder, invalid_json
+from loaders import compaction, offsets
 
 if TYPE_CHECKING:
     from loaders.bigquery_writer import BigQueryWriter
+
+log = logging.getLogger(__name__)
+# offsets.commit_batch's signature: (connection, alias, topic, rows, expected, next_offsets).
+CommitBatch = Callable[[duckdb.DuckDBPyConnection, str, str, pa.Table, dict[int, int], dict[int, int]], None]
 
 
 class WarehouseSink(Protocol):
@@ -56,6 +61,55 @@ class WarehouseSink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class DuckLakeSink:
+    """DuckLake behind the WarehouseSink seam: fenced commits, invalid JSON found by the INSERT, compaction.
+
+    `commit_batch` writes a batch and its offsets in one transaction (loaders/offsets.py); tests pass
+    one that fails or races another loader.
+    """
+
+    compacts = True
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, alias: str, topic: str, commit_batch: CommitBatch = offsets.commit_batch
+    ) -> None:
+        self.con, self.alias, self.topic = con, alias, topic
+        self._commit_batch = commit_batch
+        # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
+        # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
+        con.execute("SET threads = 1")
+        # cursor(): the same DuckDB instance and attached lake with transactions of its own, so the
+        # main thread can read offsets on `con` while a commit runs.
+        self._writer_con = con.cursor()
+
+    def stored_offsets(self) -> dict[int, int]:
+        return offsets.stored_offsets(self.con, self.alias, self.topic)
+
+    def check(self, rows: pa.Table, records: list[Record], decoder: BatchDecoder) -> pa.Table:
+        return rows  # the INSERT validates the JSON itself; what it refuses is salvaged afterwards
+
+    def commit(self, rows: pa.Table, expected: dict[int, int], next_offsets: dict[int, int]) -> None:
+        self._commit_batch(self._writer_con, self.alias, self.topic, rows, expected, next_offsets)
+
+    def salvage(
+        self, exc: BaseException, rows: pa.Table, records: list[Record], decoder: BatchDecoder
+    ) -> pa.Table | None:
+        if not isinstance(exc, duckdb.ConversionException):
+            return None
+        # Invalid JSON in properties fails the whole INSERT: dead-letter those rows, commit the rest.
+        return decoder.drop_invalid_json(self.con, rows, records)
+
+    def compact(self) -> bool:
+        return compaction.compact(self.con, self.alias)
+
+    def close(self) -> None:
+        self._writer_con.close()
+        try:
+            self.con.close()
+        except duckdb.Error as exc:
+            log.warning("closing the warehouse: %s", exc)
 
 
 def _not_json(constant: str) -> NoReturn:
@@ -127,10 +181,13 @@ class BigQuerySink:
             close()
 
 
-def open_sink(settings: Settings, topic: str, bigquery_client: Any = None) -> WarehouseSink:
+def open_sink(
+    settings: Settings, topic: str, bigquery_client: Any = None, commit_batch: CommitBatch = offsets.commit_batch
+) -> WarehouseSink:
     """The sink of `settings.warehouse_target`, its tables created; BigQuery opens no DuckLake.
 
-    `bigquery_client` replaces the google.cloud.bigquery.Client built from the settings (tests).
+    `bigquery_client` replaces the google.cloud.bigquery.Client built from the settings, `commit_batch`
+    DuckLake's commit (tests).
     """
     if settings.warehouse_target == "bigquery":
         # Imported only here: google.cloud.bigquery takes ~0.4 s to import, which DuckLake runs skip.
@@ -139,4 +196,4 @@ def open_sink(settings: Settings, topic: str, bigquery_client: Any = None) -> Wa
         writer = BigQueryWriter(settings, client=bigquery_client)
         writer.ensure_tables()
         return BigQuerySink(writer, topic)
-    return DuckLakeSink(warehouse.connect(settings), settings.warehouse_alias, topic)
+    return DuckLakeSink(warehouse.connect(settings), settings.warehouse_alias, topic, commit_batch)

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from analytics_core.bounds import Bounds, describe
 from analytics_core.clients import kafka_consumer, kafka_producer
+from analytics_core.decoding import BatchDecoder
 from analytics_core.registry import schema_store
+from analytics_core.runtime import fewer_gc_passes
 from analytics_core.settings import Settings
 from analytics_core.topics import LOADER_GROUP, Topics
+from loaders import offsets
 from loaders.batching import Batch
 from loaders.committer import BatchCommitter, LoaderStats
-from loaders.decoding import BatchDecoder
 from loaders.offsets import NO_OFFSET
-from loaders.sinks import WarehouseSink, open_sink
+from loaders.sinks import CommitBatch, WarehouseSink, open_sink
 
 __all__ = ["LoaderStats", "WarehouseLoader", "loader_group"]
 log = logging.getLogger(__name__)
@@ -29,21 +28,6 @@ CONSUME_MAX = 10_000
 # A killed loader holds its partitions until the broker expires its session: keep that short
 # (librdkafka's 45 s default) so a restarted or surviving loader takes over quickly.
 CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
-# Kafka messages are GC-tracked and a batch keeps 100k+ of them alive: at Python's gen-0 threshold
-# (700) the collector ran ~150 times a batch, its full passes walking every live message, ~10% of the
-# loader's time (measured with gc.callbacks). About once a batch is enough for the few cycles here.
-GC_GEN0_THRESHOLD = 100_000
-
-
-@contextlib.contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Raise the gen-0 threshold while the loader runs (process-wide), restore it afterwards."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(GC_GEN0_THRESHOLD, thresholds[0]), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 def loader_group(settings: Settings) -> str:
@@ -59,13 +43,18 @@ class WarehouseLoader:
     """
 
     def __init__(
-        self, settings: Settings, consumer_overrides: dict[str, Any] | None = None, bigquery_client: Any = None
+        self,
+        settings: Settings,
+        consumer_overrides: dict[str, Any] | None = None,
+        bigquery_client: Any = None,
+        commit_batch: CommitBatch = offsets.commit_batch,
     ) -> None:
-        """`bigquery_client` replaces the client BigQueryWriter builds from the settings (tests)."""
+        """`bigquery_client` replaces the client BigQueryWriter builds from the settings, `commit_batch` the
+        DuckLake commit (loaders/offsets.py): tests make it fail or race another loader."""
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         # settings.warehouse_target decides: DuckLake (attached here) or BigQuery (tables ensured here).
-        self.sink: WarehouseSink = open_sink(settings, self.topics.events, bigquery_client)
+        self.sink: WarehouseSink = open_sink(settings, self.topics.events, bigquery_client, commit_batch)
         self._store = schema_store(settings)
         self.consumer: Consumer = kafka_consumer(
             settings, loader_group(settings), {**CONSUMER_CONFIG, **(consumer_overrides or {})}
@@ -131,7 +120,7 @@ class WarehouseLoader:
             [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         try:
-            with _fewer_gc_passes():
+            with fewer_gc_passes():  # a batch keeps 100k+ GC-tracked messages alive
                 self._loop(idle_exit_s, max_events)
                 self.committer.flush()
         except BaseException:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from loaders.batching import Record
+from analytics_core.decoding import Record
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def _encode(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
 
 
 class EventBatch:
-    """A decoded batch (loaders.columnar.SCHEMA plus _kafka_partition and _kafka_offset), rows in Kafka order."""
+    """A decoded batch (analytics_core.columnar.SCHEMA plus _kafka_partition and _kafka_offset), rows in Kafka order."""
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table

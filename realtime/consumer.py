@@ -24,9 +24,9 @@ from analytics_core.bounds import Bounds, describe
 from analytics_core.catalogue import get_catalogue
 from analytics_core.clients import kafka_consumer, redis_client
 from analytics_core.registry import schema_store
+from analytics_core.runtime import fewer_gc_passes
 from analytics_core.settings import Settings
 from analytics_core.topics import REALTIME_GROUP, Topics
-from loaders.warehouse_loader import _fewer_gc_passes
 from realtime.apply import RealtimeStats, RedisApplier
 from realtime.decoding import CountingDecoder
 from realtime.pipeline import BatchPipeline, OpenBatch
@@ -128,7 +128,7 @@ class RealtimeConsumer:
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         try:
-            with _fewer_gc_passes():
+            with fewer_gc_passes():
                 self._loop(idle_exit_s, max_events)
                 self._flush()
         except BaseException:

@@ -1,4 +1,4 @@
-"""The loader's batch decoder, counting the records it cannot use instead of dead-lettering them.
+"""The shared batch decoder (analytics_core/decoding.py) counting the records it cannot use, not dead-lettering them.
 
 The loader already sends those records to tracking.events_dlq; the realtime layer only has to skip
 exactly the same ones (undecodable, out of the bounds of analytics_core/bounds.py, or `properties`
@@ -15,11 +15,10 @@ import pyarrow as pa
 from confluent_kafka import Message, Producer
 
 from analytics_core.bounds import Bounds
+from analytics_core.columnar import SCHEMA, decode_columns
 from analytics_core.deadletter import Reason
+from analytics_core.decoding import BatchDecoder, Record
 from analytics_core.registry import SchemaStore
-from loaders.batching import Record
-from loaders.columnar import SCHEMA, decode_columns
-from loaders.decoding import BatchDecoder
 
 
 class CountingDecoder(BatchDecoder):
@@ -54,7 +53,7 @@ class CountingDecoder(BatchDecoder):
         index = np.flatnonzero(~bad)
         if bad.any():
             table = table.filter(pa.array(~bad))
-            rescued, rescued_index = self._slow_path(cast("list[Record]", records), values, np.flatnonzero(bad))
+            rescued, rescued_index = self.slow_path(cast("list[Record]", records), values, np.flatnonzero(bad))
             if rescued:
                 table = pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=SCHEMA)])
                 index = np.concatenate([index, np.asarray(rescued_index, dtype=np.int64)])

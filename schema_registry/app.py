@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from analytics_core.registry.compatibility import SCHEMA_TYPES
+from analytics_core.registry.service import Registry, RegistryError
 from analytics_core.schema_topic import SchemaVersion, TopicSchemaStore
 from analytics_core.settings import Settings
-from schema_registry.compatibility import SCHEMA_TYPES
-from schema_registry.service import Registry, RegistryError
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 

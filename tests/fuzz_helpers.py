@@ -19,7 +19,7 @@ from schemathesis import Case
 from schemathesis.core.transport import Response
 from schemathesis.schemas import BaseSchema
 
-# Issue 17 ("Hardening"). A fixed seed plus `deterministic` (Hypothesis' derandomize): the same requests each run.
+# A fixed seed plus `deterministic` (Hypothesis' derandomize): the same requests each run.
 SEED = 17
 # Generated examples per operation in the fuzzing phase (the examples and coverage phases add their own,
 # deterministic, cases). Enough to reach every body shape the documents describe, small enough for `make test`.

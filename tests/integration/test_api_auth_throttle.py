@@ -1,4 +1,4 @@
-"""Issue 17 findings against a real query API, served as `analytics api` serves it (api.main.served_app, uvicorn
+"""Hardening of a real query API, served as `analytics api` serves it (api.main.served_app, uvicorn
 with server_options): failed-auth throttling per address, relative redirects, slow heads and bodies. No warehouse
 is needed: the catalogue answers without one."""
 

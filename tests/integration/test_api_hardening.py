@@ -1,4 +1,4 @@
-"""The query API hardened (issue 17), over real HTTP on a real DuckLake built by dbt and the session's Redis.
+"""The query API hardened, over real HTTP on a real DuckLake built by dbt and the session's Redis.
 
 - Cached answers are served by any process: two API processes (one of them with two uvicorn workers) and a
   restarted one answer each other's entries with the same bytes, cache and elapsed_ms aside.

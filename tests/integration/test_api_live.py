@@ -13,7 +13,8 @@ from analytics_core.catalogue import get_catalogue
 from analytics_core.clients import redis_async_client
 from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field
 from analytics_core.settings import Settings
-from api.live import LiveReader, stream
+from api.live import LiveReader
+from api.live_hub import stream
 
 pytestmark = pytest.mark.integration
 STARS = ["*", "*", "*"]

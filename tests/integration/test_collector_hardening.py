@@ -1,4 +1,4 @@
-"""Issue 17 findings against a real collector, served as `analytics collector` serves it (uvicorn, server_options).
+"""Hardening of a real collector, served as `analytics collector` serves it (uvicorn, server_options).
 
 Batches above the tenant's burst, relative trailing-slash redirects, failed-auth throttling per address, slow
 heads and bodies, and the OpenAPI document describing what the handlers really take and answer.

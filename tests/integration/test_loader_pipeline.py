@@ -19,7 +19,6 @@ from analytics_core.settings import Settings
 from generator.config import GeneratorConfig
 from generator.run import run
 from generator.sinks import KafkaSink
-from loaders import committer as committer_module
 from loaders.offsets import commit_batch
 from loaders.warehouse_loader import WarehouseLoader
 from tests.integration.test_loader import load_all, loader_settings, query
@@ -39,7 +38,7 @@ def loaded_once(settings: Settings) -> tuple[int, int, int]:
 
 
 def test_a_failed_commit_stops_the_loader_and_nothing_after_it_is_committed(
-    own_topics: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_topics: Settings, tmp_path: Path
 ) -> None:
     delivered = run(TRAFFIC, KafkaSink(own_topics)).statuses["delivered"]
     settings = loader_settings(own_topics, tmp_path, batch=1_000)
@@ -51,21 +50,17 @@ def test_a_failed_commit_stops_the_loader_and_nothing_after_it_is_committed(
             raise OSError("disk full")
         commit_batch(con, alias, topic, rows, expected, next_offsets)
 
-    monkeypatch.setattr(committer_module, "commit_batch", third_fails)
     with pytest.raises(OSError, match="disk full"):
-        WarehouseLoader(settings).run(idle_exit_s=5.0, handle_signals=False)
+        WarehouseLoader(settings, commit_batch=third_fails).run(idle_exit_s=5.0, handle_signals=False)
     # Not a fourth commit, not even from the revoke while the consumer closed.
     assert len(commits) == 3
     assert loaded_once(settings) == (sum(commits[:2]),) * 3
 
-    monkeypatch.undo()
     load_all(settings)  # the restart resumes from the stored offsets
     assert loaded_once(settings) == (delivered,) * 3
 
 
-def test_a_fenced_commit_in_flight_reseeks_and_every_record_lands_once(
-    own_topics: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_fenced_commit_in_flight_reseeks_and_every_record_lands_once(own_topics: Settings, tmp_path: Path) -> None:
     delivered = run(TRAFFIC, KafkaSink(own_topics)).statuses["delivered"]
     settings = loader_settings(own_topics, tmp_path, batch=1_000)
     commits: list[int] = []
@@ -78,8 +73,7 @@ def test_a_fenced_commit_in_flight_reseeks_and_every_record_lands_once(
             other.close()
         commit_batch(con, alias, topic, rows, expected, next_offsets)
 
-    monkeypatch.setattr(committer_module, "commit_batch", raced)
-    stats = WarehouseLoader(settings).run(idle_exit_s=3.0, handle_signals=False)
+    stats = WarehouseLoader(settings, commit_batch=raced).run(idle_exit_s=3.0, handle_signals=False)
     assert stats.fenced == 1 and stats.loaded == delivered - commits[1]
     assert loaded_once(settings) == (delivered,) * 3
 

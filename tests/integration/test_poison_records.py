@@ -1,4 +1,4 @@
-"""Poison records (issue 17): revenue 1e308 / 9.3e18, NaN, year-0001 event times, counters at the 64-bit limits.
+"""Poison records: revenue 1e308 / 9.3e18, NaN, year-0001 event times, counters at the 64-bit limits.
 
 Through the real collector they are dead-lettered (out_of_range) and counted; produced straight onto
 tracking.events they are dead-lettered by the loader and skipped by the realtime consumer; both keep

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from analytics_core.columnar import decode_columns
 from analytics_core.serde import EventSerializer
 from bench.events import iter_events
-from loaders.columnar import decode_columns
 
 
 def raw_rows(n: int, partition: int, first: int, seed: int = 7) -> pa.Table:

@@ -12,7 +12,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery.table import Row
 from sqlglot import exp
 
-from analytics_core.events import _BIGQUERY_TYPES, FIELDS
+from analytics_core.events import BIGQUERY_TYPES, FIELDS
 from analytics_core.settings import Settings
 from loaders import bigquery_writer
 from loaders.bigquery_writer import BigQueryWriter
@@ -38,7 +38,7 @@ def writer(client: FakeClient) -> BigQueryWriter:
 
 
 EXPECTED_FIELDS = [
-    (f.name, "STRING" if f.type == "json" else _BIGQUERY_TYPES[f.type], "REQUIRED" if f.required else "NULLABLE")
+    (f.name, "STRING" if f.type == "json" else BIGQUERY_TYPES[f.type], "REQUIRED" if f.required else "NULLABLE")
     for f in FIELDS
 ] + [("_kafka_partition", "INT64", "REQUIRED"), ("_kafka_offset", "INT64", "REQUIRED")]
 
@@ -165,7 +165,7 @@ def test_ensure_tables_from_the_canonical_model(writer: BigQueryWriter, client: 
     ((sql, _, _),) = client.named("query")
     raw, offsets = statements(sql)
     columns = [(c.name, c.args["kind"].sql("bigquery")) for c in raw.this.expressions]
-    assert columns == [(f.name, _BIGQUERY_TYPES[f.type]) for f in FIELDS] + [
+    assert columns == [(f.name, BIGQUERY_TYPES[f.type]) for f in FIELDS] + [
         ("_kafka_partition", "INT64"),
         ("_kafka_offset", "INT64"),
     ]

@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from analytics_core import bounds as bounds_module
 from analytics_core.bounds import EXACT_REVENUE_LIMIT, Bounds
+from analytics_core.columnar import SCHEMA
+from analytics_core.decoding import BatchDecoder
 from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
 from bench.events import iter_events
-from loaders.columnar import SCHEMA
-from loaders.decoding import BatchDecoder
 from realtime.decoding import CountingDecoder
 from tests.realtime_expected import plausible
 from tests.unit.test_loader_committer import Store

@@ -11,14 +11,14 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from analytics_core import warehouse
+from analytics_core.decoding import BatchDecoder
 from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
 from bench.events import iter_events
-from loaders import committer as committer_module
 from loaders.batching import Batch
-from loaders.committer import BatchCommitter, DuckLakeSink
-from loaders.decoding import BatchDecoder
+from loaders.committer import BatchCommitter
 from loaders.offsets import commit_batch, stored_offsets
+from loaders.sinks import CommitBatch, DuckLakeSink
 
 TOPIC = "t"
 VALUES = [EventSerializer(1)(e) for e in iter_events(40)]
@@ -67,8 +67,9 @@ class Store:
         return {1}
 
 
-def make(lake: Settings) -> tuple[BatchCommitter, FakeConsumer, Batch]:
-    sink, consumer, batch = DuckLakeSink(warehouse.connect(lake), "lake", TOPIC), FakeConsumer(), Batch(10, 60.0)
+def make(lake: Settings, commit: CommitBatch = commit_batch) -> tuple[BatchCommitter, FakeConsumer, Batch]:
+    sink = DuckLakeSink(warehouse.connect(lake), "lake", TOPIC, commit)
+    consumer, batch = FakeConsumer(), Batch(10, 60.0)
     decoder = BatchDecoder(Store(), NoDeadLetters(), "dlq")  # type: ignore[arg-type]
     committer = BatchCommitter(sink, consumer, decoder, NoDeadLetters(), batch)  # type: ignore[arg-type]
     committer.expected.update({0: -1, 1: -1})
@@ -102,17 +103,14 @@ def test_the_next_batch_is_read_while_one_commits_then_both_land(lake: Settings)
     committer.close()
 
 
-def test_a_failed_commit_surfaces_and_nothing_read_after_it_is_committed(
-    lake: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    committer, consumer, batch = make(lake)
+def test_a_failed_commit_surfaces_and_nothing_read_after_it_is_committed(lake: Settings) -> None:
     calls: list[dict[int, int]] = []
 
     def failing(*args: Any) -> None:
         calls.append(args[-1])
         raise OSError("disk full")
 
-    monkeypatch.setattr(committer_module, "commit_batch", failing)
+    committer, consumer, batch = make(lake, failing)
     read(batch, committer, 0, 0, 10)
     committer.close_batch()
     read(batch, committer, 0, 10, 10)

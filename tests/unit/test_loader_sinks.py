@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from analytics_core.deadletter import DeadLetter
+from analytics_core.decoding import BatchDecoder
 from analytics_core.serde import EventSerializer
 from analytics_core.settings import Settings
 from bench.events import iter_events
 from loaders.batching import Batch
 from loaders.committer import BatchCommitter
-from loaders.decoding import BatchDecoder
 from loaders.sinks import WarehouseSink, open_sink
 from tests.fake_bigquery import FakeWarehouse, params
 from tests.unit.test_loader_committer import TOPIC, FakeConsumer, Rec, Store

@@ -1,5 +1,5 @@
 """What a query may cost, judged from its parameters before anything of its size is built; the cache format
-any process can read; the OpenAPI document as the API answers (issue 17, hardening)."""
+any process can read; the OpenAPI document as the API answers."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from analytics_core.catalogue import get_catalogue
-from loaders.columnar import SCHEMA
+from analytics_core.columnar import SCHEMA
 from realtime.aggregate import Aggregator, group, group_sums, peak
 from tests.realtime_expected import naive
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from analytics_core.registry import json_compat, proto_compat
+from analytics_core.registry.compatibility import InvalidSchemaError, check, validate
 from analytics_core.serde import proto_schema_text
-from schema_registry import json_compat, proto_compat
-from schema_registry.compatibility import InvalidSchemaError, check, validate
 
 EVENT = proto_schema_text()
 NESTED = """syntax = "proto3";

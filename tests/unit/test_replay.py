@@ -8,8 +8,9 @@ import pytest
 
 from analytics_core import warehouse
 from analytics_core.settings import Settings
+from analytics_core.times import parse_utc
 from loaders.offsets import NO_OFFSET, Fenced, commit_batch, stored_offsets
-from loaders.replay import ReplayPlan, parse_utc, rewind_warehouse
+from loaders.replay import ReplayPlan, rewind_warehouse
 from tests.unit.raw_rows import raw_rows
 
 SINCE = datetime(2026, 11, 25, tzinfo=UTC)

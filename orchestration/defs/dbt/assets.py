@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 from pydantic import Field
 
-from loaders.replay import parse_utc
+from analytics_core.times import parse_utc
 from orchestration.defs.dbt.project import dbt_project, run_dbt, stream, translator
 from orchestration.defs.warehouse.resources import WarehouseResource
 

@@ -8,7 +8,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
-from loaders.replay import parse_utc, reset_loader
+from analytics_core.times import parse_utc
+from loaders.replay import reset_loader
 from orchestration.defs.dbt.assets import build_args
 from orchestration.defs.dbt.jobs import WAREHOUSE_RUN_TAGS
 from orchestration.defs.dbt.project import REBUILD_SELECT, dbt_project, run_dbt, stream

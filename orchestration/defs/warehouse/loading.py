@@ -12,8 +12,7 @@ import dagster as dg
 
 from analytics_core import warehouse
 from analytics_core.settings import Settings
-from loaders.lag import loader_lag
-from loaders.offsets import PartitionLag
+from loaders.lag import PartitionLag, loader_lag
 from loaders.warehouse_loader import LoaderStats, WarehouseLoader
 
 RAW_EVENTS_KEY = dg.AssetKey(["tracking", "raw_events"])  # the key dagster-dbt gives source('tracking', 'raw_events')

@@ -3,7 +3,9 @@
 The topic store (analytics_core.schema_topic) keeps one record per subject version, keyed by
 {"subject", "version"} as Confluent's registry does in `_schemas`; ids are global and an identical
 schema reuses its id. The project's own registry server (schema_registry/) serves that topic over
-Confluent's REST API.
+Confluent's REST API with the registry logic kept here, shared with the collector's in-process
+registration: `service` (subjects, versions, ids, levels, Confluent's error codes), `compatibility`
+(validation and levels) over the per-format checks `proto_compat` and `json_compat`.
 """
 
 from __future__ import annotations

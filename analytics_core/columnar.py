@@ -1,5 +1,7 @@
 """Vectorised decoding of Confluent-framed CanonicalEvent records straight into Arrow columns.
 
+`decode_columns` and the Arrow `SCHEMA` of the canonical columns, the fast path of
+analytics_core/decoding.py (the warehouse loader and the realtime consumer both decode with it).
 Per-record decoding into dicts (serde.EventDeserializer) runs at ~100k events/s, the loader's whole
 budget. Here the Protobuf wire format is walked with numpy for all records of a batch at once: one
 pass per field position, each record advancing its own cursor (multi-byte varints and doubles are

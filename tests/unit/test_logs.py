@@ -1,11 +1,11 @@
-"""Collector logs are JSON lines with the fields passed as extra."""
+"""Service logs (collector, query API) are JSON lines with the fields passed as extra."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-from collector.logs import JsonFormatter, log_config
+from analytics_core.logs import JsonFormatter, log_config
 
 
 def test_json_line_with_extras_and_exception() -> None:

@@ -1,4 +1,10 @@
-"""A batch of Kafka records → the Arrow rows of raw_events; what cannot be loaded goes to the dead-letter topic."""
+"""Kafka records of tracking.events → the Arrow rows of raw_events, shared by the loader and the realtime layer.
+
+`Record` is what a decoder needs of a Kafka message; `BatchDecoder` decodes a batch (columnar fast
+path, analytics_core/columnar.py, with the reference decoder as judge) and dead-letters what cannot be
+loaded; `invalid_json` finds the rows whose properties DuckDB refuses. The realtime layer subclasses
+the decoder to skip exactly the records the loader dead-letters.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -14,14 +20,22 @@ import pyarrow as pa
 from confluent_kafka import Producer
 
 from analytics_core.bounds import Bounds
+from analytics_core.columnar import SCHEMA, decode_columns
 from analytics_core.deadletter import DeadLetter, Reason
 from analytics_core.registry import SchemaStore
 from analytics_core.serde import EventDeserializer, UnknownSchemaIdError, WireFormatError
 from analytics_core.topics import EVENTS_SUBJECT
-from loaders.batching import Record
-from loaders.columnar import SCHEMA, decode_columns
 
 log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """What decoding needs of a Kafka record (confluent_kafka.Message fits)."""
+
+    def value(self) -> bytes | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> Any: ...
 
 
 class BatchDecoder:
@@ -50,7 +64,7 @@ class BatchDecoder:
         index = np.flatnonzero(~bad)
         if bad.any():
             table = table.filter(pa.array(~bad))
-            rescued, rescued_index = self._slow_path(records, values, np.flatnonzero(bad))
+            rescued, rescued_index = self.slow_path(records, values, np.flatnonzero(bad))
             if rescued:
                 table = pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=SCHEMA)])
                 index = np.concatenate([index, np.asarray(rescued_index, dtype=np.int64)])
@@ -60,7 +74,9 @@ class BatchDecoder:
         table = table.append_column("_kafka_partition", pa.array(parts[index]))
         return table.append_column("_kafka_offset", pa.array(offs[index]))
 
-    def _slow_path(self, records: list[Record], values: list[bytes], bad: np.ndarray) -> tuple[list[dict], list[int]]:
+    def slow_path(self, records: list[Record], values: list[bytes], bad: np.ndarray) -> tuple[list[dict], list[int]]:
+        """The reference decoder over records[i] for i in `bad`: (the events it accepts, their indexes); the
+        records it refuses are dead-lettered as format errors."""
         rescued: list[dict] = []
         rescued_index: list[int] = []
         refreshed = False

@@ -6,10 +6,10 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from analytics_core.columnar import SCHEMA, decode_columns
 from analytics_core.events import to_micros
 from analytics_core.serde import EventDeserializer, EventSerializer, encode_payload, frame
 from bench.events import iter_events
-from loaders.columnar import SCHEMA, decode_columns
 
 
 def as_event(row: dict) -> dict:

@@ -14,7 +14,7 @@ from typing import Protocol
 from fastavro._schema_common import SchemaParseException
 from fastavro.schema import parse_schema
 
-from schema_registry import json_compat, proto_compat
+from analytics_core.registry import json_compat, proto_compat
 
 DEFAULT_LEVEL = "BACKWARD"
 LEVELS = (

@@ -1,9 +1,13 @@
-"""Registry operations over TopicSchemaStore with Confluent's error codes; the HTTP layer only maps them."""
+"""Registry operations over TopicSchemaStore with Confluent's error codes; the HTTP layer only maps them.
+
+Shared: the registry server (schema_registry/) answers its REST API with them, and the collector
+registers its schemas through them in-process when no registry URL is set.
+"""
 
 from __future__ import annotations
 
+from analytics_core.registry import compatibility
 from analytics_core.schema_topic import SchemaVersion, TopicSchemaStore
-from schema_registry import compatibility
 
 _MAX_VERSION = 2**31 - 1
 

@@ -1,4 +1,4 @@
-"""Structured (one JSON object per line) logging for the collector and uvicorn."""
+"""Structured logging (one JSON object per line) of the HTTP services (the collector, the query API) and uvicorn."""
 
 from __future__ import annotations
 

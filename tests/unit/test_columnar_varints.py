@@ -8,10 +8,10 @@ import random
 
 import pyarrow as pa
 
+from analytics_core.columnar import decode_columns
 from analytics_core.serde import EventDeserializer, EventSerializer, encode_payload, frame
 from bench.events import iter_events
-from loaders.columnar import decode_columns
-from tests.unit.test_loader_columnar import as_event
+from tests.unit.test_columnar import as_event
 
 
 def test_varints_of_every_length_including_ten_byte_negatives() -> None:
