@@ -68,7 +68,8 @@ def down() -> None:
 def status() -> None:
     """Show each service's process, pid, port, health and data folder.
 
-    healthy: answers a Kafka produce/consume round trip or a Redis PING; unhealthy; stopped.
+    healthy: answers a Kafka produce/consume round trip or a Redis PING (also when another checkout
+    or process runs it: then without a pid, and `down` leaves it); unhealthy; stopped.
 
     external: not run by the stack (ANALYTICS_STACK_*=false); says whether it is reachable.
     """

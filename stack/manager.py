@@ -199,7 +199,12 @@ def down(settings: Settings) -> None:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    """One ServiceStatus per service, health-checked now."""
+    """One ServiceStatus per service, health-checked now.
+
+    A managed service without a pid file whose address answers is healthy (pid unknown, detail
+    saying it was not started from this state folder), like `is_healthy` sees it; a taken port
+    that does not answer is stopped.
+    """
     rows = []
     for s in _services(settings):
         pid = procs.running_pid(s.pid_path)
@@ -209,6 +214,14 @@ def status(settings: Settings) -> list[ServiceStatus]:
         elif not s.managed:
             reach = "reachable" if _healthy(s, STATUS_CHECK_TIMEOUT_S) else "unreachable"
             rows.append(ServiceStatus(s.name, None, s.port, "external", None, f"{reach} at {s.address}"))
+        elif port_in_use(s.port) and _healthy(s, STATUS_CHECK_TIMEOUT_S):
+            # Another checkout's stack (or another process) serves the configured address: usable
+            # here, as `is_healthy` says, but not ours, so `down` from this state folder leaves it.
+            rows.append(
+                ServiceStatus(
+                    s.name, None, s.port, "healthy", None, "not started from this state folder; down leaves it"
+                )
+            )
         else:
             note = "port in use by another process" if port_in_use(s.port) else ""
             rows.append(ServiceStatus(s.name, None, s.port, "stopped", s.data_dir, note))

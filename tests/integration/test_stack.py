@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import time
@@ -230,3 +231,37 @@ def test_down_leaves_a_process_it_did_not_start(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_status_of_a_healthy_stack_started_elsewhere(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second checkout (its own empty state folder) sees the running stack as healthy, and `down` leaves it."""
+    settings = stack_settings.model_copy(update={"state_dir": tmp_path / "state"})
+    rows = manager.status(settings)
+    assert [(row.name, row.health, row.pid) for row in rows] == [("kafka", "healthy", None), ("redis", "healthy", None)]
+    assert all("not started from this state folder" in row.detail for row in rows)
+    assert manager.is_healthy(settings)
+
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    result = CliRunner().invoke(cli.app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert len(re.findall(r"\bhealthy\b", result.output)) == 2, result.output
+
+    manager.down(settings)
+    assert manager.is_healthy(stack_settings), "down from another state folder stopped the running stack"
+
+
+def test_status_of_ports_taken_by_something_that_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "state", tmp_path / "cache")
+    monkeypatch.setattr(manager, "STATUS_CHECK_TIMEOUT_S", 1.0)
+    with socket.socket() as kafka_sock, socket.socket() as redis_sock:
+        kafka_sock.bind(("127.0.0.1", settings.kafka_port))
+        redis_sock.bind(("127.0.0.1", settings.redis_port))
+        kafka_sock.listen()
+        redis_sock.listen()
+        rows = manager.status(settings)
+        assert not manager.is_healthy(settings)
+    assert [(row.health, row.detail) for row in rows] == [("stopped", "port in use by another process")] * 2
