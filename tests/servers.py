@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,10 +20,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
-    """The base URL of `app` while the block runs; its lifespan (startup, shutdown) runs too."""
+def serve(app: FastAPI, timeout: float = 30.0, **options: Any) -> Iterator[str]:
+    """The base URL of `app` while the block runs; its lifespan (startup, shutdown) runs too.
+
+    `options` go to uvicorn.Config (e.g. analytics_core.serving.server_options, as the CLIs pass them)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

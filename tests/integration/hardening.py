@@ -4,38 +4,23 @@ from __future__ import annotations
 
 import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-import uvicorn
 from fastapi import FastAPI
 
 from analytics_core.serving import server_options
 from analytics_core.settings import Settings
-from tests.servers import free_port
+from tests.servers import serve
 
 
 @contextmanager
 def serve_like_production(app: FastAPI, settings: Settings, timeout: float = 30.0) -> Iterator[str]:
     """tests/servers.serve, with the uvicorn options the CLIs pass (head time and size limits, keep-alive)."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **server_options(settings))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"server did not start within {timeout:.0f} s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(app, timeout, **server_options(settings)) as url:
+        yield url
 
 
 @contextmanager
