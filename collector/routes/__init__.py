@@ -1,0 +1,1 @@
+"""The collector's routes, one APIRouter per resource: Segment, PostHog and operations."""

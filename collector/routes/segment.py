@@ -1,0 +1,41 @@
+"""Segment's tracking API: /v1/batch and one route per single-message type."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from collector import adapters, openapi
+from collector.deps import StateDep
+from collector.routes.ingest import handle
+
+SEGMENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+router = APIRouter(tags=["segment"])
+
+
+@router.post("/v1/batch", summary="A batch of Segment messages.", openapi_extra=openapi.SEGMENT_BATCH)
+async def segment_batch(request: Request, state: StateDep) -> Response:
+    return await handle(request, state, adapters.segment_batch)
+
+
+def _single_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[Response]]:
+    adapter = partial(adapters.segment_single, message_type)
+
+    async def route(request: Request, state: StateDep) -> Response:
+        return await handle(request, state, adapter)
+
+    return route
+
+
+for _message_type in SEGMENT_TYPES:
+    router.add_api_route(
+        f"/v1/{_message_type}",
+        _single_route(_message_type),
+        methods=["POST"],
+        summary=f"One Segment {_message_type} message.",
+        openapi_extra=openapi.single_operation(_message_type),
+        name=f"segment_{_message_type}",
+    )
