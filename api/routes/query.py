@@ -1,0 +1,130 @@
+"""The catalogue and queries: planned, merged with realtime, cached."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from analytics_core.catalogue import GRANULARITIES
+from analytics_core.settings import Settings
+from api.cache import render, template
+from api.deps import SettingsDep, StateDep, TenantDep
+from api.engine import QueryError, WarehouseUnavailable
+from api.models import CatalogueAnswer, QueryRequest, QueryResult, dump
+from api.openapi import ERRORS
+from api.responses import error, ok
+from api.state import ApiState
+from api.validation import check
+
+router = APIRouter(prefix="/api/v1", tags=["query"])
+
+
+@router.get(
+    "/metrics",
+    summary="The metric catalogue: metrics, dimensions, grains, limits.",
+    response_model=CatalogueAnswer,
+    responses={401: ERRORS[401]},
+)
+def catalogue(state: StateDep, settings: SettingsDep, _: TenantDep) -> dict[str, Any]:
+    cat = state.catalogue
+    return {
+        "metrics": [
+            {
+                "name": name,
+                "kind": m.kind,
+                "description": m.description,
+                "additive": m.additive,
+                "approximate": m.approximate or m.kind == "ratio",
+                "bots_included": not m.humans_only,
+            }
+            for name, m in cat.metrics.items()
+        ],
+        "dimensions": [
+            {"name": name, "description": d.description, "in_rollups": d.rollup} for name, d in cat.dimensions.items()
+        ],
+        "granularities": [*GRANULARITIES, "auto"],
+        "filters": ["eq", "in", "not_in"],
+        "limits": {
+            "max_rows": settings.api_max_rows,
+            "max_buckets": settings.api_max_buckets,
+            "max_range_days": settings.api_max_range_days,
+            "max_filter_values": settings.api_max_filter_values,
+            "max_raw_range_days": settings.api_max_raw_range_days,
+            "max_cells": settings.api_max_cells,
+            "rate_limit_queries": settings.api_rate_limit_queries,
+            "rate_limit_window_s": settings.api_rate_limit_window_s,
+        },
+    }
+
+
+@router.post(
+    "/query",
+    summary="Metrics over a range, bucketed in a time zone, grouped and filtered, with provenance.",
+    response_model=QueryResult,
+    responses={status: ERRORS[status] for status in (400, 401, 413, 429, 503)},
+)
+async def query(
+    request: Request, body: QueryRequest, who: TenantDep, state: StateDep, settings: SettingsDep
+) -> Response:
+    started = time.perf_counter()
+    if state.limiter is not None:
+        key = request.headers.get("authorization", "").partition(" ")[2].strip()  # checked by `tenant`
+        verdict = await state.limiter.check(who.tenant_id, key)
+        if not verdict.allowed:
+            return error(
+                429,
+                f"this read key asked more than {settings.api_rate_limit_queries} queries in"
+                f" {settings.api_rate_limit_window_s:g} s; retry after {verdict.retry_after_s} s",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )
+    try:  # every rule the parameters alone decide, before the cache key is even hashed
+        check(who.tenant_id, body, state.catalogue, settings)
+    except QueryError as exc:
+        return error(400, str(exc), field=exc.field, rule=exc.rule)
+    cached = await state.cache.get(who.tenant_id, body)
+    if cached is not None:  # served from the event loop: no thread hop, no JSON parsing
+        stored, age, ttl = cached
+        elapsed = time.perf_counter() - started
+        state.metrics.cache_hits.inc()
+        state.metrics.query_seconds.labels("cache").observe(elapsed)
+        return ok(render(stored, True, age, ttl, elapsed * 1000))
+    state.metrics.cache_misses.inc()
+    try:
+        result = await run_in_threadpool(_run_query, state, who.tenant_id, body)
+    except QueryError as exc:
+        return error(400, str(exc), field=exc.field, rule=exc.rule)
+    except WarehouseUnavailable as exc:
+        return error(
+            503,
+            f"warehouse unavailable, try again: {exc}",
+            headers={"Retry-After": str(settings.api_retry_after_s)},
+        )
+    prov = result.provenance
+    # Raw answers never include realtime numbers; the others lack them only when Redis failed.
+    degraded = prov.realtime_unavailable is not None and not any(p.source == "raw" for p in prov.parts)
+    if degraded:
+        state.metrics.realtime_missing.inc()
+    ttl = _ttl(settings, result)
+    stored = template(dump(result))
+    if not degraded:  # an answer missing realtime numbers only because Redis was down is not kept
+        await state.cache.put(who.tenant_id, body, stored, ttl)
+    elapsed = time.perf_counter() - started
+    source = prov.parts[0].source if prov.parts else "none"
+    state.metrics.query_seconds.labels(source).observe(elapsed)
+    return ok(render(stored, False, 0.0, ttl, elapsed * 1000))
+
+
+def _run_query(state: ApiState, tenant_id: str, body: QueryRequest) -> QueryResult:
+    return state.query_engine().run(tenant_id, body)
+
+
+def _ttl(settings: Settings, result: QueryResult) -> int:
+    """Short for answers reaching past the watermark (they change as events arrive), long for closed ranges."""
+    prov = result.provenance
+    wm = prov.watermark
+    open_range = prov.realtime or wm is None or any(part.end > wm for part in prov.parts)
+    return settings.api_cache_ttl_s if open_range else settings.api_cache_closed_ttl_s
