@@ -19,6 +19,9 @@ from schemathesis import Case
 from schemathesis.core.transport import Response
 from schemathesis.schemas import BaseSchema
 
+from analytics_core.clients import redis_client
+from analytics_core.settings import Settings
+
 # A fixed seed plus `deterministic` (Hypothesis' derandomize): the same requests each run.
 SEED = 17
 # Generated examples per operation in the fuzzing phase (the examples and coverage phases add their own,
@@ -139,3 +142,14 @@ class Outcomes:
 
     def summary(self) -> str:
         return "\n".join(f"{label} [{mode}]: {dict(codes)}" for (label, mode), codes in sorted(self.seen.items()))
+
+
+def delete_redis_keys(settings: Settings, pattern: str) -> None:
+    """Remove what a fuzzing run left in Redis under `pattern` (it expires anyway; a shared Redis is never flushed)."""
+    conn = redis_client(settings)
+    try:
+        keys = list(conn.scan_iter(match=pattern, count=1000))
+        if keys:
+            conn.delete(*keys)
+    finally:
+        conn.close()

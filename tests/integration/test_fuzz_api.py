@@ -24,11 +24,10 @@ import pytest
 import schemathesis
 
 from analytics_core import warehouse
-from analytics_core.clients import redis_client
 from analytics_core.settings import Settings, get_settings
 from api.main import served_app
 from tenants import TenantStore, create_tenant_with_keys
-from tests.fuzz_helpers import Outcomes, fuzz_schema, served_document_problem
+from tests.fuzz_helpers import Outcomes, delete_redis_keys, fuzz_schema, served_document_problem
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.hardening import serve_like_production
 from tests.integration.query_lake import insert_block
@@ -173,13 +172,7 @@ def fuzzed_api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactor
                 pytest.fail(f"the API does not serve the document being fuzzed: {problem}")
             yield Target(url, settings)
     finally:
-        conn = redis_client(settings)  # cached answers under this module's prefix (they expire anyway)
-        try:
-            keys = list(conn.scan_iter(match=f"{settings.redis_key_prefix}*", count=1000))
-            if keys:
-                conn.delete(*keys)
-        finally:
-            conn.close()
+        delete_redis_keys(settings, f"{settings.redis_key_prefix}*")  # cached answers under this module's prefix
 
 
 @schema.parametrize()

@@ -20,13 +20,12 @@ import pytest
 import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics_core.clients import redis_client
 from analytics_core.settings import Settings, get_settings
 from analytics_core.topics import ensure_topics
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.conftest import delete_topics
-from tests.fuzz_helpers import Outcomes, basic_auth, fuzz_schema, served_document_problem
+from tests.fuzz_helpers import Outcomes, basic_auth, delete_redis_keys, fuzz_schema, served_document_problem
 from tests.integration.hardening import serve_like_production
 
 pytestmark = pytest.mark.integration
@@ -66,13 +65,7 @@ def fuzzed_collector(kafka_settings: Settings, tmp_path_factory: pytest.TempPath
             yield Target(url, settings)
     finally:
         delete_topics(settings)
-        conn = redis_client(settings)  # the tenant's dedupe sets and rate-limit buckets (they expire anyway)
-        try:
-            keys = list(conn.scan_iter(match=f"*{{{TENANT}}}*", count=1000))
-            if keys:
-                conn.delete(*keys)
-        finally:
-            conn.close()
+        delete_redis_keys(settings, f"*{{{TENANT}}}*")  # the tenant's dedupe sets and rate-limit buckets
 
 
 @schema.parametrize()
