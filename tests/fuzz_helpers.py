@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -153,3 +154,11 @@ def delete_redis_keys(settings: Settings, pattern: str) -> None:
             conn.delete(*keys)
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A service being fuzzed: its base URL and the settings it was started with."""
+
+    url: str
+    settings: Settings

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -27,7 +26,7 @@ from analytics_core import warehouse
 from analytics_core.settings import Settings, get_settings
 from api.main import served_app
 from tenants import TenantStore, create_tenant_with_keys
-from tests.fuzz_helpers import Outcomes, delete_redis_keys, fuzz_schema, served_document_problem
+from tests.fuzz_helpers import Outcomes, Target, delete_redis_keys, fuzz_schema, served_document_problem
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.hardening import serve_like_production
 from tests.integration.query_lake import insert_block
@@ -136,12 +135,6 @@ def _with_year(value: datetime | date, year: int) -> Any:
         return value.replace(year=year)
     except ValueError:  # 29 February
         return value.replace(year=year, day=28)
-
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    settings: Settings
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from analytics_core.topics import ensure_topics
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.conftest import delete_topics
-from tests.fuzz_helpers import Outcomes, basic_auth, delete_redis_keys, fuzz_schema, served_document_problem
+from tests.fuzz_helpers import Outcomes, Target, basic_auth, delete_redis_keys, fuzz_schema, served_document_problem
 from tests.integration.hardening import serve_like_production
 
 pytestmark = pytest.mark.integration
@@ -38,12 +37,6 @@ OUTCOMES = Outcomes()
 # No operation is narrowed: with the write key in Basic auth (which wins over a body `writeKey`), a request the
 # document calls valid must be accepted (200, its bad messages dead-lettered) and one it calls invalid refused.
 schema = fuzz_schema(DOCUMENT, basic_auth(WRITE_KEY), OUTCOMES)
-
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    settings: Settings
 
 
 @pytest.fixture(scope="module")
