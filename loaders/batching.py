@@ -1,26 +1,22 @@
-"""Micro-batches of Kafka records that close by size or by age, whichever comes first."""
+"""The loader's micro-batch: records it has not loaded yet and, per partition, the offset the next batch starts at."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
 
+from analytics_core.consuming import MicroBatch
 from analytics_core.decoding import Record
 
 
-class Batch:
-    """Records of one micro-batch and, per partition, the offset the next batch starts at."""
+class Batch(MicroBatch):
+    """Records of one micro-batch (closing by size or by age) and, per partition, the offset the next one starts at."""
+
+    records: list[Record]
 
     def __init__(self, max_events: int, max_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_events = max_events
-        self.max_seconds = max_seconds
-        self._clock = clock
-        self.records: list[Record] = []
+        super().__init__(max_events, max_seconds, clock)
         self.next_offsets: dict[int, int] = {}
-        self.opened_at: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def add(self, records: Iterable[Record], expected: dict[int, int]) -> int:
         """Append records, skipping those before `expected[partition]` (already loaded); return how many were added."""
@@ -34,28 +30,15 @@ class Batch:
             append(rec)
             next_offsets[part] = offset + 1
         added = len(self.records) - before
-        if added and self.opened_at is None:
-            self.opened_at = self._clock()
+        if added:
+            self._opened()
         return added
 
-    def room(self) -> int:
-        return max(self.max_events - len(self.records), 0)
-
-    def due(self) -> bool:
-        """Full, or open for max_seconds."""
-        if not self.records:
-            return False
-        if len(self.records) >= self.max_events:
-            return True
-        return self.opened_at is not None and self._clock() - self.opened_at >= self.max_seconds
-
     def drop_partitions(self, partitions: Iterable[int]) -> None:
-        """Forget the records of partitions this loader no longer owns."""
         gone = set(partitions)
-        self.records = [r for r in self.records if (r.partition() or 0) not in gone]
+        super().drop_partitions(gone)
         self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in gone}
-        if not self.records:
-            self.opened_at = None
 
     def clear(self) -> None:
-        self.records, self.next_offsets, self.opened_at = [], {}, None
+        super().clear()
+        self.next_offsets = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from analytics_core.consuming import run_command
 from analytics_core.settings import get_settings
+from loaders.committer import LoaderStats
 from loaders.lag import loader_lag
 from loaders.warehouse_loader import WarehouseLoader
 
@@ -18,6 +19,9 @@ def run_loader(
         float | None, typer.Option(help="Exit after this many seconds without new events (default: run until SIGTERM).")
     ] = None,
     lag: Annotated[bool, typer.Option("--lag", help="Print per-partition stored offsets and lag, then exit.")] = False,
+    max_events: Annotated[
+        int | None, typer.Option(min=1, help="Stop after loading this many events (for tests and benchmarks).")
+    ] = None,
 ) -> None:
     """Load tracking.events into the warehouse (DuckLake, or BigQuery): micro-batches, offsets in the same commit."""
     settings = get_settings()
@@ -26,10 +30,12 @@ def run_loader(
         for p in loader_lag(settings):
             console.print(f"partition {p.partition}: stored {p.stored_offset}, high {p.high_watermark}, lag {p.lag}")
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stats = WarehouseLoader(settings).run(idle_exit_s=idle_exit)
+    run_command(WarehouseLoader(settings), _summary, idle_exit, max_events)
+
+
+def _summary(stats: LoaderStats) -> str:
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dead_letter_reasons.items()))
-    console.print(
+    return (
         f"loaded {stats.loaded:,} events in {stats.batches} batches; {stats.dead_lettered} dead letters"
         f"{f' ({reasons})' if reasons else ''}, {stats.fenced} fenced batches, {stats.compactions} compactions"
     )

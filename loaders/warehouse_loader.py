@@ -1,19 +1,23 @@
-"""The warehouse loader: tracking.events → raw_events in micro-batches, offsets in the same commit (see sinks.py)."""
+"""The warehouse loader: tracking.events → raw_events in micro-batches, offsets in the same commit (see sinks.py).
+
+The consume loop (subscription, rebalances, signals, batching, shutdown) is analytics_core.consuming's
+ConsumerRunner; the loader is its BatchHandler: partitions start at the offsets stored in the
+warehouse, and a closed batch is committed through loaders/committer.py.
+"""
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from analytics_core.bounds import Bounds, describe
 from analytics_core.clients import kafka_consumer, kafka_producer
+from analytics_core.consuming import CONSUMER_CONFIG, ConsumerRunner
 from analytics_core.decoding import BatchDecoder
 from analytics_core.registry import schema_store
-from analytics_core.runtime import fewer_gc_passes
 from analytics_core.settings import Settings
 from analytics_core.topics import LOADER_GROUP, Topics
 from loaders import offsets
@@ -24,10 +28,6 @@ from loaders.sinks import CommitBatch, WarehouseSink, open_sink
 
 __all__ = ["LoaderStats", "WarehouseLoader", "loader_group"]
 log = logging.getLogger(__name__)
-CONSUME_MAX = 10_000
-# A killed loader holds its partitions until the broker expires its session: keep that short
-# (librdkafka's 45 s default) so a restarted or surviving loader takes over quickly.
-CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
 
 
 def loader_group(settings: Settings) -> str:
@@ -65,8 +65,7 @@ class WarehouseLoader:
         decoder = BatchDecoder(self._store, self.dlq, self.topics.events_dlq, bounds)
         log.info("bounds: %s", describe(bounds))
         self.committer = BatchCommitter(self.sink, self.consumer, decoder, self.dlq, self.batch)
-        self._stop = False
-        self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here
+        self.runner = ConsumerRunner(self.consumer, self.topics.events, self)
         self._last_compaction = time.monotonic()
 
     @property
@@ -78,91 +77,66 @@ class WarehouseLoader:
     def stats(self) -> LoaderStats:
         return self.committer.stats
 
+    @property
+    def assigned_at(self) -> float | None:
+        """When the first partitions were assigned (monotonic clock): throughput is timed from here."""
+        return self.runner.assigned_at
+
     def stop(self, *_: object) -> None:
-        self._stop = True
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Eager rebalancing: every partition was revoked (and the writer drained) before this.
-        stored = self.sink.stored_offsets()
-        if self.assigned_at is None:
-            self.assigned_at = time.monotonic()
-        for tp in partitions:
-            self.expected[tp.partition] = stored.get(tp.partition, NO_OFFSET)
-            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-        consumer.assign(partitions)
-        log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Commit what we hold, open batch and batch in flight, before the partitions move, so the
-        # next owner starts after it.
-        self.committer.flush()
-        self._forget(partitions)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No longer ours: committing the open batch could race the new owner. A commit already in
-        # flight cannot be recalled; fencing refuses whichever of it and the new owner's comes second.
-        self.committer.settle()
-        self._forget(partitions)
-
-    def _forget(self, partitions: list[TopicPartition]) -> None:
-        self.batch.drop_partitions(tp.partition for tp in partitions)
-        for tp in partitions:
-            self.expected.pop(tp.partition, None)
+        self.runner.stop()
 
     def run(
         self, idle_exit_s: float | None = None, handle_signals: bool = True, max_events: int | None = None
     ) -> LoaderStats:
         """Load until SIGTERM/SIGINT, or nothing arrived for idle_exit_s, or max_events are loaded."""
-        if handle_signals:
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self.consumer.subscribe(
-            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        try:
-            with fewer_gc_passes():  # a batch keeps 100k+ GC-tracked messages alive
-                self._loop(idle_exit_s, max_events)
-                self.committer.flush()
-        except BaseException:
-            self.committer.abandon()
-            raise
-        finally:
-            self.close()
+        self.runner.run(idle_exit_s, handle_signals, max_events)
         return self.stats
-
-    def _loop(self, idle_exit_s: float | None, max_events: int | None) -> None:
-        committer = self.committer
-        last_data = time.monotonic()
-        while not self._stop:
-            msgs = self.consumer.consume(num_messages=max(1, min(CONSUME_MAX, self.batch.room())), timeout=0.2)
-            good = [m for m in msgs if m.error() is None]
-            if len(good) != len(msgs):
-                for m in msgs:
-                    self._check(m)
-            if self.batch.add(good, committer.position()) or not self.expected:
-                last_data = time.monotonic()  # idleness counts only while partitions are assigned
-            if committer.writer.done():
-                committer.settle()  # take a finished commit now: its error surfaces, Kafka offsets move
-            if self.batch.due():
-                committer.close_batch()
-                if max_events is not None and self.stats.loaded + committer.in_flight() >= max_events:
-                    return
-            elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
-                return
-            self._maybe_compact()
-
-    def _check(self, msg: Any) -> None:
-        if (err := msg.error()) is None:
-            return
-        if err.fatal():
-            raise KafkaException(err)
-        log.warning("consumer: %s", err)
 
     def flush(self) -> None:
         """Commit the open batch and the batch in flight."""
         self.committer.flush()
 
-    def _maybe_compact(self) -> None:
+    def close(self) -> None:
+        """Close the consumer (its partitions are revoked: the open batch is committed), then the rest."""
+        self.runner.close()
+
+    # The BatchHandler of the runner (analytics_core/consuming.py).
+
+    def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.sink.stored_offsets()
+        for tp in partitions:
+            self.expected[tp.partition] = stored.get(tp.partition, NO_OFFSET)
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        # Commit what we hold, open batch and batch in flight, before the partitions move.
+        self.committer.flush()
+
+    def lose(self, partitions: list[TopicPartition]) -> None:
+        # No longer ours: committing the open batch could race the new owner. A commit already in
+        # flight cannot be recalled; fencing refuses whichever of it and the new owner's comes second.
+        self.committer.settle()
+
+    def forget(self, partitions: set[int]) -> None:
+        for part in partitions:
+            self.expected.pop(part, None)
+
+    def add(self, records: list[Message]) -> int:
+        added = self.batch.add(records, self.committer.position())
+        if self.committer.writer.done():
+            self.committer.settle()  # take a finished commit now: its error surfaces, Kafka offsets move
+        return added
+
+    def close_batch(self) -> None:
+        self.committer.close_batch()
+
+    def handled(self) -> int:
+        return self.stats.loaded + self.committer.in_flight()
+
+    def between_batches(self) -> bool:
+        return True  # an open batch is committed by finish() on the way out
+
+    def housekeeping(self) -> None:
         every = self.settings.loader_compact_every_s
         if every <= 0 or not self.sink.compacts or time.monotonic() - self._last_compaction < every:
             return
@@ -171,12 +145,17 @@ class WarehouseLoader:
         if self.sink.compact():
             self.stats.compactions += 1
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        self.committer.flush()
+
+    def abandon(self) -> None:
+        self.committer.abandon()
+
+    def release(self) -> None:
         try:
-            self.consumer.close()  # revokes the partitions: on_revoke flushes (nothing after a failure)
-        finally:
             self.dlq.flush(10)
             close = getattr(self._store, "close", None)
             if close is not None:
                 close()
+        finally:
             self.committer.close()  # and the sink

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from analytics_core.consuming import run_command
 from analytics_core.settings import get_settings
+from realtime.apply import RealtimeStats
 from realtime.consumer import RealtimeConsumer
 
 
@@ -47,9 +47,11 @@ def run_realtime(
         updates["realtime_batch_seconds"] = batch_seconds
     if updates:
         settings = settings.model_copy(update=updates)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stats = RealtimeConsumer(settings).run(idle_exit_s=idle_exit, max_events=max_events)
-    Console(stderr=True).print(
+    run_command(RealtimeConsumer(settings), _summary, idle_exit, max_events)
+
+
+def _summary(stats: RealtimeStats) -> str:
+    return (
         f"applied {stats.applied:,} events in {stats.batches} batches; {stats.duplicates:,} duplicates, "
         f"{stats.too_old:,} too old, {stats.undecodable:,} undecodable, {stats.out_of_range:,} out of range, "
         f"{stats.replayed:,} already applied, {stats.write_errors:,} refused Redis writes, {stats.rebuilds} rebuilds"

@@ -8,12 +8,14 @@ only where a restart begins reading, never what decides if a record is applied.
 When Redis lost its data (rt:alive is gone, or was written again by another consumer that saw the
 loss) the consumer seeks every partition back to the start of the retention window and rebuilds
 the live numbers from Kafka; a first start without committed offsets starts there too.
+
+The consume loop (subscription, rebalances, signals, batching, shutdown) is analytics_core.consuming's
+ConsumerRunner, shared with the warehouse loader; this consumer is its BatchHandler.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from typing import Any
 
@@ -23,8 +25,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Topic
 from analytics_core.bounds import Bounds, describe
 from analytics_core.catalogue import get_catalogue
 from analytics_core.clients import kafka_consumer, redis_client
+from analytics_core.consuming import CONSUMER_CONFIG, ConsumerRunner
 from analytics_core.registry import schema_store
-from analytics_core.runtime import fewer_gc_passes
 from analytics_core.settings import Settings
 from analytics_core.topics import REALTIME_GROUP, Topics
 from realtime.apply import RealtimeStats, RedisApplier
@@ -32,9 +34,6 @@ from realtime.decoding import CountingDecoder
 from realtime.pipeline import BatchPipeline, OpenBatch
 
 log = logging.getLogger(__name__)
-CONSUME_MAX = 10_000
-# As the loader: a killed consumer's partitions move to a live one within seconds.
-CONSUMER_CONFIG = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
 PROGRESS_EVERY_S = 10.0
 IDLE_ALIVE_CHECK_S = 2.0  # without traffic, look for a Redis that lost its data this often
 SEEK_ATTEMPTS = 20
@@ -62,17 +61,35 @@ class RealtimeConsumer:
         log.info("bounds: %s", describe(bounds))
         self.applier = RedisApplier(settings, self.redis, get_catalogue())
         self.stats = RealtimeStats()
+        self.runner = ConsumerRunner(
+            self.consumer, self.topic, self, poll_timeout=min(settings.realtime_batch_seconds, 0.2)
+        )
         self.pipeline = BatchPipeline(self.consumer, self.topic, self.decoder, self.applier, self.stats, self._stopping)
-        self.assigned_at: float | None = None  # first partition assignment: throughput is timed from here
-        self._assigned: list[int] = []
-        self._stop = False
         self._last_alive_check = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._reported = RealtimeStats()
+
+    @property
+    def assigned_at(self) -> float | None:
+        """When the first partitions were assigned (monotonic clock): throughput is timed from here."""
+        return self.runner.assigned_at
 
     def stop(self, *_: object) -> None:
-        self._stop = True
+        self.runner.stop()
 
     def _stopping(self) -> bool:
-        return self._stop
+        return self.runner.stopping
+
+    def run(
+        self, idle_exit_s: float | None = None, handle_signals: bool = True, max_events: int | None = None
+    ) -> RealtimeStats:
+        """Apply events until SIGTERM/SIGINT (the open batch is finished), idle_exit_s without events, or max_events."""
+        self.runner.run(idle_exit_s, handle_signals, max_events)
+        return self.stats
+
+    def close(self) -> None:
+        """Close the consumer (its partitions are revoked: the open batch is applied), then the rest."""
+        self.runner.close()
 
     def _retention_start(self, partitions: list[int]) -> list[TopicPartition]:
         """Per partition, the first offset written within the retention window (the end when there is none)."""
@@ -81,104 +98,78 @@ class RealtimeConsumer:
         found = self.consumer.offsets_for_times(query, timeout=30)
         return [TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found]
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # The BatchHandler of the runner (analytics_core/consuming.py).
+
+    def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another process may have applied these partitions since this one last held them.
         self.applier.forget()
-        if self.assigned_at is None:
-            self.assigned_at = time.monotonic()
         current = self.applier.alive()
         rebuild = self.applier.lost(current)
         if rebuild:
             self.applier.rebuilt(current)
             self.stats.rebuilds += 1
+            log.warning("Redis lost its data: rebuilding the retention window")
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
         fresh = [tp.partition for tp in partitions if rebuild or committed.get(tp.partition, -1) < 0]
         starts = {tp.partition: tp.offset for tp in self._retention_start(fresh)} if fresh else {}
         for tp in partitions:
             tp.offset = starts.get(tp.partition, committed.get(tp.partition, OFFSET_END))
-        consumer.assign(partitions)
-        self._assigned = sorted(tp.partition for tp in partitions)
-        why = "Redis lost its data: rebuilding the retention window; " if rebuild else ""
-        log.info("%sassigned %s", why, {tp.partition: tp.offset for tp in partitions})
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoke(self, partitions: list[TopicPartition]) -> None:
         # Apply what we hold before the partitions move, so the next owner starts after it. (Had Redis
         # lost its data, the next assignment finds rt:alive missing and rebuilds.)
         self._flush(rebuild=False)
-        self._forget(partitions)
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No longer ours: the new owner applies these records; applying them here could double them.
-        self._forget(partitions)
+    def lose(self, partitions: list[TopicPartition]) -> None:
+        pass  # no longer ours: the new owner applies these records; applying them here could double them
 
-    def _forget(self, partitions: list[TopicPartition]) -> None:
-        gone = {tp.partition for tp in partitions}
-        self.batch.drop_partitions(gone)
-        self.pipeline.drop_partitions(gone)
-        self._assigned = [p for p in self._assigned if p not in gone]
+    def forget(self, partitions: set[int]) -> None:
+        self.pipeline.drop_partitions(partitions)
 
-    def run(
-        self, idle_exit_s: float | None = None, handle_signals: bool = True, max_events: int | None = None
-    ) -> RealtimeStats:
-        """Apply events until SIGTERM/SIGINT (the open batch is finished), idle_exit_s without events, or max_events."""
-        if handle_signals:
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self.consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        try:
-            with fewer_gc_passes():
-                self._loop(idle_exit_s, max_events)
-                self._flush()
-        except BaseException:
-            # Closing revokes the partitions: that must not apply or commit past a failure.
-            self.batch.take()
-            self.pipeline.discard()
-            raise
-        finally:
-            self.close()
-        return self.stats
+    def add(self, records: list[Message]) -> int:
+        return self.batch.add(records)
 
-    def _loop(self, idle_exit_s: float | None, max_events: int | None) -> None:
-        last_data = last_progress = time.monotonic()
-        reported = RealtimeStats()
-        timeout = min(self.settings.realtime_batch_seconds, 0.2)
-        while not self._stop:
-            msgs = self.consumer.consume(num_messages=max(1, min(CONSUME_MAX, self.batch.room())), timeout=timeout)
-            good = msgs
-            if any(map(Message.error, msgs)):  # rare: most calls return records only
-                good = [m for m in msgs if m.error() is None]
-                for m in msgs:
-                    self._check(m)
-            if self.batch.add(good) or not self._assigned:
-                last_data = time.monotonic()  # idleness counts only while partitions are assigned
-            if self.batch.due():
-                self._close_batch()
-                if max_events is not None and self.stats.records + self.pipeline.pending >= max_events:
-                    return
-            elif not self.pipeline.advance():  # a batch decoded meanwhile goes to Redis without waiting
-                self._rebuild()
-            elif not self.batch.records:
-                self._flush()  # nothing new meanwhile: apply and settle what is pending, commit its offsets
-                if idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
-                    return
-                self._check_alive_when_idle()
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                self._progress(reported, time.monotonic() - last_progress)
-                reported, last_progress = _copy(self.stats), time.monotonic()
-
-    def _check(self, msg: Any) -> None:
-        if (err := msg.error()) is None:
-            return
-        if err.fatal():
-            raise KafkaException(err)
-        log.warning("consumer: %s", err)
-
-    def _close_batch(self) -> None:
+    def close_batch(self) -> None:
         """Hand the open batch over for decoding (the batch before it is applied meanwhile)."""
         if self.batch.records and not self.pipeline.submit(*self.batch.take()):
             self._rebuild()
+
+    def handled(self) -> int:
+        return self.stats.records + self.pipeline.pending
+
+    def between_batches(self) -> bool:
+        if not self.pipeline.advance():  # a batch decoded meanwhile goes to Redis without waiting
+            self._rebuild()
+            return False
+        if self.batch.records:
+            return False
+        self._flush()  # nothing new meanwhile: apply and settle what is pending, commit its offsets
+        self._check_alive_when_idle()
+        return True
+
+    def housekeeping(self) -> None:
+        seconds = time.monotonic() - self._last_progress
+        if seconds >= PROGRESS_EVERY_S:
+            self._progress(self._reported, seconds)
+            self._reported, self._last_progress = _copy(self.stats), time.monotonic()
+
+    def finish(self) -> None:
+        self._flush()
+
+    def abandon(self) -> None:
+        # Closing revokes the partitions: that must not apply or commit past a failure.
+        self.batch.take()
+        self.pipeline.discard()
+
+    def release(self) -> None:
+        try:
+            self.pipeline.close()
+            self.decoder.close()
+            close = getattr(self._store, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.redis.close()
 
     def _flush(self, rebuild: bool = True) -> None:
         """Apply the open batch and everything in the pipeline; nothing is pending afterwards."""
@@ -191,13 +182,14 @@ class RealtimeConsumer:
         self.stats.rebuilds += 1
         self.pipeline.discard()
         self.batch.take()
-        starts = self._retention_start(self._assigned) if self._assigned else []
+        assigned = sorted(self.runner.assigned)
+        starts = self._retention_start(assigned) if assigned else []
         for tp in starts:
             _seek(self.consumer, tp)
         log.warning("Redis lost its data: rebuilding from %s", {tp.partition: tp.offset for tp in starts})
 
     def _check_alive_when_idle(self) -> None:
-        if time.monotonic() - self._last_alive_check < IDLE_ALIVE_CHECK_S or not self._assigned:
+        if time.monotonic() - self._last_alive_check < IDLE_ALIVE_CHECK_S or not self.runner.assigned:
             return
         self._last_alive_check = time.monotonic()
         try:
@@ -225,17 +217,6 @@ class RealtimeConsumer:
             s.write_errors,
             100 * (s.seen_check_s - before.seen_check_s) / seconds,
         )
-
-    def close(self) -> None:
-        try:
-            self.consumer.close()  # revokes the partitions: on_revoke applies the open batch
-        finally:
-            self.pipeline.close()
-            self.decoder.close()
-            close = getattr(self._store, "close", None)
-            if close is not None:
-                close()
-            self.redis.close()
 
 
 def _seek(consumer: Consumer, tp: TopicPartition) -> None:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from analytics_core.consuming import MicroBatch
 from realtime.apply import Prepared, RealtimeStats, RedisApplier
 from realtime.decoding import CountingDecoder
 
@@ -26,44 +27,28 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_MAX_S = 5.0
 
 
-class OpenBatch:
+class OpenBatch(MicroBatch):
     """The records read since the last batch closed; it closes at max_events or after max_seconds.
 
     Unlike the loader's batch it keeps no per-record bookkeeping: re-deliveries are recognised in
     Redis (the tenants' stored offsets), so the records are only kept.
     """
 
-    def __init__(self, max_events: int, max_seconds: float) -> None:
-        self.max_events, self.max_seconds = max_events, max_seconds
-        self.records: list[Message] = []
-        self.opened_at: float | None = None
+    records: list[Message]
 
     def add(self, records: list[Message]) -> int:
         if records:
             self.records.extend(records)
-            if self.opened_at is None:
-                self.opened_at = time.monotonic()
+            self._opened()
         return len(records)
-
-    def room(self) -> int:
-        return max(self.max_events - len(self.records), 0)
-
-    def due(self) -> bool:
-        if not self.records:
-            return False
-        return len(self.records) >= self.max_events or time.monotonic() - (self.opened_at or 0.0) >= self.max_seconds
 
     def take(self) -> tuple[list[Message], np.ndarray, np.ndarray]:
         """The records with their partitions and offsets as arrays; empties the batch."""
-        records, self.records, self.opened_at = self.records, [], None
+        records = self.records
+        self.clear()
         parts = np.fromiter(map(Message.partition, records), dtype=np.int64, count=len(records))
         offsets = np.fromiter(map(Message.offset, records), dtype=np.int64, count=len(records))
         return records, parts, offsets
-
-    def drop_partitions(self, partitions: set[int]) -> None:
-        self.records = [r for r in self.records if r.partition() not in partitions]
-        if not self.records:
-            self.opened_at = None
 
 
 @dataclass
