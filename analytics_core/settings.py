@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     api_live_max_streams: int = Field(default=2000, ge=1)
     api_live_redis_connections: int = Field(default=4, ge=2)
     api_live_key_check_s: float = Field(default=1.0, gt=0)
-    # In-memory replica of the rollup tables the engine reads (api/replica.py): on or off, how often it
+    # In-memory replica of the rollup tables the engine reads (api/engine/replica/): on or off, how often it
     # looks for a new lake snapshot, and after how long without reaching the lake answers say they are stale.
     api_replica: bool = True
     api_replica_refresh_s: float = Field(default=1.0, gt=0)

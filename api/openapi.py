@@ -7,8 +7,8 @@ from typing import Any
 
 from analytics_core.catalogue import Catalogue
 from analytics_core.settings import Settings
+from api.engine import known_zones
 from api.models import ErrorBody
-from api.timebuckets import known_zones
 
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before asking again.", "schema": {"type": "integer"}}}

@@ -64,7 +64,7 @@ TENANT = "bench_query"
 WRITE_KEY = "wk_bench_query"
 READ_KEY = "rk_bench_query"
 REPO = Path(__file__).resolve().parent.parent
-STAGED_EVENTS = "stg_tracking__events"  # what the API's raw path reads (api/raw_source.py)
+STAGED_EVENTS = "stg_tracking__events"  # what the API's raw path reads (api/engine/sql/raw_events.py)
 
 # One chunk [$lo, $hi) of $n events over the 365 days from $start_us: traffic doubles over the year
 # (event i lands on day 365 * (sqrt(1 + 3 i / n) - 1), the inverse of a density growing 1 + t), so

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from api.replica import TABLES
+from api.engine.replica import TABLES
 
 NO_DIFFERENCES = dict.fromkeys(TABLES, 0)
 

@@ -13,12 +13,11 @@ from analytics_core.catalogue import GRANULARITIES
 from analytics_core.settings import Settings
 from api.cache import render, template
 from api.deps import SettingsDep, StateDep, TenantDep
-from api.engine import QueryError, WarehouseUnavailable
+from api.engine import QueryError, WarehouseUnavailable, check
 from api.models import CatalogueAnswer, QueryRequest, QueryResult, dump
 from api.openapi import ERRORS
 from api.responses import error, ok
 from api.state import ApiState
-from api.validation import check
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 

@@ -27,7 +27,7 @@ from analytics_core.clients import redis_client
 from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
 from api.engine import QueryEngine
-from api.errors import QueryError
+from api.engine.errors import QueryError
 from api.models import QueryRequest, QueryResult
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.query_lake import events_sql, insert_block

@@ -1,4 +1,4 @@
-"""The engine's in-memory replica of the rollups (api/replica.py) on a real DuckLake built and rebuilt by dbt.
+"""The engine's in-memory replica of the rollups (api/engine/replica/) on a real DuckLake built and rebuilt by dbt.
 
 The lake is test_query_engine's (the same generated events and cases). The replica must equal the
 lake table for table, answer every case as raw SQL does, follow a dbt run that restates buckets
@@ -8,7 +8,7 @@ the lake cannot be read.
 Once engines are running, the lake is written by other processes, as in production (the loader,
 dbt): warehouse.connect opens the SQLite catalog with Python's sqlite3, whose close in this process
 would delete the catalog's -wal and -shm files under the engines' open connections (see
-api.engine.attach_lake). The test reads the lake through attach_lake for the same reason.
+api.engine.query_engine.attach_lake). The test reads the lake through attach_lake for the same reason.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import pytest
 
 from analytics_core import warehouse
 from analytics_core.settings import Settings
-from api.engine import QueryEngine, attach_lake
+from api.engine.query_engine import QueryEngine, attach_lake
+from api.engine.replica import Replica, ReplicaNotReady
 from api.models import QueryResult
-from api.replica import Replica, ReplicaNotReady
 from tests import replica_checks
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.query_lake import insert_block

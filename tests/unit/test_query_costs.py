@@ -16,10 +16,10 @@ from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
 from api.app import create_app
 from api.cache import TAIL, render, template
-from api.errors import QueryError
+from api.engine.errors import QueryError
+from api.engine.realtime_reads import MAX_NAMED_FIELDS, RealtimeSource
+from api.engine.validation import Condition, check
 from api.models import CacheInfo, Part, Provenance, QueryRequest, QueryResult, Row, dump
-from api.realtime_source import MAX_NAMED_FIELDS, RealtimeSource
-from api.validation import Condition, check
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
 BASE: dict[str, Any] = {"metrics": ["events"], "start": "2026-03-01T00:00:00Z", "end": "2026-03-02T00:00:00Z"}

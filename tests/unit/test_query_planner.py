@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from analytics_core.catalogue import get_catalogue
 from analytics_core.settings import Settings
+from api.engine.planner import Plan, plan
+from api.engine.validation import validate
 from api.models import QueryRequest
-from api.planner import Plan, plan
-from api.validation import validate
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
 NOW = datetime(2026, 11, 28, 12, 0, 20, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The in-memory replica of the rollups (api/replica.py) on a small DuckLake written here, without dbt.
+"""The in-memory replica of the rollups (api/engine/replica/) on a small DuckLake written here, without dbt.
 
 The lake gets tables shaped like the rollups and the watermarks; a writer changes them the ways dbt
 and the maintenance jobs do (delete+insert of restated buckets, updates, deletions of old minutes,
@@ -17,12 +17,12 @@ import pytest
 
 from analytics_core import sketches, warehouse
 from analytics_core.settings import Settings
-from api import replica as replica_module
-from api.answer import MERGE_GROUPS, merged_estimates
-from api.planner import Piece
-from api.replica import ROLLUP_TABLES, TABLES, WATERMARKS, WHOLE_AFTER_FAILURES, Replica, ReplicaNotReady
-from api.rollup_source import RollupRead, rollup_sql
-from api.validation import Condition
+from api.engine.answer import MERGE_GROUPS, merged_estimates
+from api.engine.planner import Piece
+from api.engine.replica import ROLLUP_TABLES, TABLES, WATERMARKS, WHOLE_AFTER_FAILURES, Replica, ReplicaNotReady
+from api.engine.replica import refresh as replica_module
+from api.engine.sql.rollups import RollupRead, rollup_sql
+from api.engine.validation import Condition
 from tests import replica_checks
 
 ROLLUP_COLUMNS = (

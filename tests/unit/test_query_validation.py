@@ -10,13 +10,13 @@ import pytest
 from analytics_core import sketches
 from analytics_core.catalogue import get_catalogue
 from analytics_core.settings import Settings
-from api.answer import merged_estimate
-from api.errors import QueryError
+from api.engine.answer import merged_estimate
+from api.engine.errors import QueryError
+from api.engine.planner import Piece
+from api.engine.sql.raw_events import raw_sql
+from api.engine.sql.rollups import RollupRead, rollup_sql
+from api.engine.validation import Condition, validate
 from api.models import QueryRequest
-from api.planner import Piece
-from api.raw_source import raw_sql
-from api.rollup_source import RollupRead, rollup_sql
-from api.validation import Condition, validate
 
 SETTINGS = Settings(_env_file=None, api_max_rows=500, api_max_buckets=1000, api_max_range_days=400)  # type: ignore[call-arg]
 BASE = {"metrics": ["events"], "start": "2026-03-01T00:00:00Z", "end": "2026-03-02T00:00:00Z"}

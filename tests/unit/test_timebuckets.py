@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from api.errors import QueryError
-from api.sql_parts import bucket_index
-from api.timebuckets import auto_granularity, make_buckets, zone
+from api.engine.errors import QueryError
+from api.engine.sql.parts import bucket_index
+from api.engine.timebuckets import auto_granularity, make_buckets, zone
 
 NEW_YORK = ZoneInfo("America/New_York")
 KOLKATA = ZoneInfo("Asia/Kolkata")

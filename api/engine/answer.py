@@ -1,4 +1,8 @@
-"""The numbers of a query as they are gathered from its sources, and the QueryResult built from them."""
+"""The numbers of a query as they are gathered from its sources, and the QueryResult built from them.
+
+Answer collects the cells (bucket, group) and their provenance; OTHER is the group of the top-N rest;
+merged_estimates unions unique-user sketches (HyperLogLog registers) read from the rollups.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ import pyarrow.compute as pc
 
 from analytics_core import sketches
 from analytics_core.catalogue import Catalogue, Metric
+from api.engine.validation import Query
 from api.models import Approximation, Part, Provenance, QueryResult, Row, Source
-from api.sql_parts import OTHER
-from api.validation import Query
+
+# The dimension values of the group outside the top N: NULL in SQL, None in Python, null in the answer; a
+# value no real group can take (rollups hold "unknown" or "*", raw reads "" where events have no value).
+OTHER = None
 
 UNIQUE_RELATIVE_ERROR = 0.02  # HyperLogLog with 2^14 registers: standard error 0.81 %, bound ~2.5 sigma
 Group = tuple[str | None, ...]  # group-by values; all None (OTHER) for the top-N rest

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 from analytics_core.catalogue import Catalogue, Granularity, Metric
 from analytics_core.settings import Settings
-from api import timebuckets
-from api.errors import QueryError
+from api.engine import timebuckets
+from api.engine.errors import QueryError
+from api.engine.timebuckets import Buckets
 from api.models import QueryRequest
-from api.timebuckets import Buckets
 
 # Column names come from the catalogue, never from a request; still, only plain names reach SQL.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -1,11 +1,14 @@
-"""The query engine: validate, plan, read the warehouse (and Redis past its watermark), answer with provenance.
+"""QueryEngine: one query from request to answer: validate, plan, read, answer with provenance.
+
+It validates (validation.py), plans (planner.py) and hands the query to one of two strategies:
+from_rollups.py (rollups, plus Redis past the watermark) or from_raw_events.py (staged raw events).
 
 One DuckDB connection with the lake attached read-only; every query runs on a cursor of its own,
 so FastAPI's thread pool can run queries at once. Every SQL is tenant-scoped and takes filter
 values and times as bound parameters; column names come from the catalogue only.
 
 The rollups and watermarks are read from an in-memory replica attached to the same connection
-(api/replica.py) once it has loaded, each query in one read transaction of it so that a refresh
+(api/engine/replica/) once it has loaded, each query in one read transaction of it so that a refresh
 lands before or after the query, never inside; before that, or with `api_replica` off, from the
 lake. Raw events are always read from the lake.
 """
@@ -30,15 +33,15 @@ from analytics_core import warehouse
 from analytics_core.catalogue import DBT_PROJECT_FILE, Catalogue, get_catalogue
 from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
-from api import planner
-from api.answer import Answer, build_result
-from api.errors import QueryError, WarehouseUnavailable
+from api.engine import planner
+from api.engine.answer import Answer, build_result
+from api.engine.errors import QueryError, WarehouseUnavailable
+from api.engine.from_raw_events import answer_from_raw
+from api.engine.from_rollups import RollupPath
+from api.engine.realtime_reads import RealtimeSource
+from api.engine.replica import Replica, ReplicaStatus, iso
+from api.engine.validation import IDENTIFIER, check_raw_range, validate
 from api.models import QueryRequest, QueryResult
-from api.raw_path import answer_from_raw
-from api.realtime_source import RealtimeSource
-from api.replica import Replica, ReplicaStatus, iso
-from api.rollup_path import RollupPath
-from api.validation import IDENTIFIER, check_raw_range, validate
 
 __all__ = ["QueryEngine", "QueryError", "WarehouseUnavailable"]
 

@@ -1,4 +1,4 @@
-"""Reading the realtime layer's Redis keys (analytics_core.realtime_keys) past the warehouse watermark.
+"""Reading the realtime layer's Redis keys (analytics_core.realtime_keys) past the warehouse watermark: RealtimeSource.
 
 Additive metrics come from the minute counter hashes: one pipelined HGETALL (or HMGET, when the
 fields can be named from the filters) per minute; fields are parsed and filtered in Python.
@@ -17,7 +17,7 @@ import redis
 
 from analytics_core.catalogue import ALL, Catalogue, Granularity
 from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field, parse_field
-from api.validation import Condition
+from api.engine.validation import Condition
 
 MAX_NAMED_FIELDS = 1000  # above this many fields, HGETALL beats naming them
 

@@ -1,8 +1,8 @@
-"""The exact path: one SQL over the staged events (deduplicated raw events) for what no rollup answers.
+"""The raw-events strategy's SQL (from_raw_events.py): one SQL over the staged (deduplicated) raw events.
 
 Counts, sums and COUNT(DISTINCT user_key) with each metric's condition (people only, event types),
-bucketed by arithmetic on the event time (sql_parts.bucket_index) and grouped by any catalogue
-dimension; a dimension without a value groups as ''.
+bucketed by arithmetic on the event time (parts.bucket_index) and grouped by any catalogue
+dimension; a dimension without a value groups as ''. For what no rollup answers.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from analytics_core.catalogue import Catalogue, Metric
-from api.sql_parts import Params, bucket_index, conditions, placeholders, top_flag, utc
-from api.timebuckets import Segment
-from api.validation import Query
+from api.engine.sql.parts import Params, bucket_index, conditions, placeholders, top_flag, utc
+from api.engine.timebuckets import Segment
+from api.engine.validation import Query
 
 EVENTS_TABLE = "stg_tracking__events"
 MISSING = ""  # the group value of events without the dimension (no page, no experiment)

@@ -1,9 +1,10 @@
-"""A query answered from the rollups, plus the realtime Redis numbers past the watermark (Lambda merge).
+"""Strategy: a query answered from the rollups, plus the realtime Redis numbers past the watermark (Lambda merge).
 
 Before the watermark W: rollups. Past it: Redis minute counters for additive metrics; for unique
 metrics, Redis HyperLogLogs over each whole bucket that reaches past W when Redis still holds every
 key of it, else the warehouse alone with a caveat. Without Redis: the warehouse's numbers so far,
 with a caveat. A Redis error at any point makes the engine answer the query again without Redis.
+RollupPath does the merge; the SQL is sql/rollups.py's, the Redis reads realtime_reads.py's.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import pyarrow as pa
 
 from analytics_core.catalogue import ALL, GRANULARITIES, Catalogue, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api import rollup_source
-from api.answer import Answer, Group
+from api.engine.answer import OTHER, Answer, Group
+from api.engine.planner import Piece, Plan
+from api.engine.realtime_reads import Combo, Counters, RealtimeSource, Tile
+from api.engine.sql import rollups
+from api.engine.sql.rollups import RollupRead
+from api.engine.validation import Query
 from api.models import Source
-from api.planner import Piece, Plan
-from api.realtime_source import Combo, Counters, RealtimeSource, Tile
-from api.rollup_source import RollupRead
-from api.sql_parts import OTHER
-from api.validation import Query
 
 Fetch = Callable[[str, list[Any]], list[tuple[Any, ...]]]
 FetchArrow = Callable[[str, list[Any]], pa.Table]
@@ -123,7 +123,7 @@ class RollupPath:
         seen = set(counters.combos)
         pieces = [p for p in self.plan.pieces_in("complete", "stale") if p.bucket in rt_unique]
         dims = [d for d in self.catalogue.rollup_dimensions if d in self.dimension_set]
-        sql = rollup_source.combos_sql(self.query.tenant_id, self.set_name, dims, pieces, self.alias, self.in_memory)
+        sql = rollups.combos_sql(self.query.tenant_id, self.set_name, dims, pieces, self.alias, self.in_memory)
         if sql:
             index = {d: i for i, d in enumerate(dims)}
             for values in self.fetch(*sql):
@@ -144,8 +144,8 @@ class RollupPath:
             unique=tuple(m for m in parts if m in self.unique),
         )
         totals: dict[Group, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        sql = rollup_source.rollup_sql(ranking, self.alias, None)
-        for _, group, found in rollup_source.cells(ranking, self.fetch_arrow(*sql) if sql else None):
+        sql = rollups.rollup_sql(ranking, self.alias, None)
+        for _, group, found in rollups.cells(ranking, self.fetch_arrow(*sql) if sql else None):
             for metric, value in found.items():
                 totals[group][metric] += value
         for cells in counters.minutes.values():
@@ -179,11 +179,11 @@ class RollupPath:
 
     def _warehouse(self, read: RollupRead, top: set[Group] | None, answer: Answer, probed: set[int]) -> set[Combo]:
         """Add the rollups' numbers; the combinations of the probed buckets' unique rows come back."""
-        sql = rollup_source.rollup_sql(read, self.alias, self.query.buckets.segments(), sorted(top) if top else None)
+        sql = rollups.rollup_sql(read, self.alias, self.query.buckets.segments(), sorted(top) if top else None)
         combos: set[Combo] = set()
         single = {f.dimension: f.values[0] for f in self.query.filters if not f.negated and len(f.values) == 1}
         grouped = {d: i for i, d in enumerate(self.query.group_by)}
-        for bucket, group, found in rollup_source.cells(read, self.fetch_arrow(*sql) if sql else None):
+        for bucket, group, found in rollups.cells(read, self.fetch_arrow(*sql) if sql else None):
             if bucket in probed and any(metric in self.unique for metric in found):
                 combos.add(  # probed only without top_n: no group is OTHER (None) here
                     cast(
@@ -240,7 +240,7 @@ class RollupPath:
             sets = [(list(self.additive), read.additive_pieces), (list(self.unique), read.unique_pieces)]
         for metrics, pieces in sets:
             for grain in GRANULARITIES:
-                for start, end in rollup_source.runs(pieces, grain):
+                for start, end in rollups.runs(pieces, grain):
                     source: Source = SOURCES[grain]
                     answer.part(query, source, start, end, (end - start) // GRAIN_SECONDS[grain], metrics)
         if self.additive and counters.minutes:

@@ -1,4 +1,4 @@
-"""Reading the rollups: one SQL over the grain tables a plan needs, bucketed and grouped in DuckDB.
+"""The rollup strategy's SQL (from_rollups.py): one SQL over the grain tables a plan needs, bucketed and grouped.
 
 Additive values are summed per query bucket and group. Unique metrics: a group whose bucket is one
 rollup row keeps that row's estimate (the sketch is not even read); several rows (the hours of a
@@ -20,11 +20,11 @@ import pyarrow.compute as pc
 
 from analytics_core.catalogue import GRANULARITIES, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api.answer import merged_estimates
-from api.planner import Piece
-from api.sql_parts import Params, bucket_index, conditions, placeholders, top_flag, utc
-from api.timebuckets import Segment
-from api.validation import Condition
+from api.engine.answer import merged_estimates
+from api.engine.planner import Piece
+from api.engine.sql.parts import Params, bucket_index, conditions, placeholders, top_flag, utc
+from api.engine.timebuckets import Segment
+from api.engine.validation import Condition
 
 TABLES: dict[Granularity, str] = {g: f"fct_metrics_{g}" for g in GRANULARITIES}
 
@@ -71,7 +71,7 @@ class RollupRead:
     one_row_per_group: bool  # each dimension of the set is grouped by or filtered to a single value
     # Unique rows read for their groups only (the values are Redis's): which combinations to count there.
     probe_pieces: Sequence[Piece] = ()
-    in_memory: bool = False  # the tables are the engine's in-memory replica (api/replica.py), not the lake's
+    in_memory: bool = False  # the tables are the engine's in-memory replica (api/engine/replica/), not the lake's
 
 
 # An arm of a grain table's WHERE: these metrics, in these pieces, with an extra condition (SQL, params).

@@ -1,15 +1,18 @@
-"""A query answered exactly from the staged events: raw-only dimensions, cuts no rollup keeps, old minutes."""
+"""Strategy: a query answered exactly from the staged events: raw-only dimensions, cuts no rollup keeps, old minutes.
+
+answer_from_raw runs the SQL of sql/raw_events.py (and first its top-N ranking); no realtime numbers are merged.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from analytics_core.catalogue import Catalogue
-from api import raw_source
-from api.answer import Answer, Group
-from api.planner import Plan
-from api.rollup_path import Fetch
-from api.validation import Query
+from api.engine.answer import Answer, Group
+from api.engine.from_rollups import Fetch
+from api.engine.planner import Plan
+from api.engine.sql import raw_events
+from api.engine.validation import Query
 
 
 def _top(query: Query, catalogue: Catalogue, alias: str, fetch: Fetch) -> list[Group] | None:
@@ -18,7 +21,7 @@ def _top(query: Query, catalogue: Catalogue, alias: str, fetch: Fetch) -> list[G
     parts = [p for p in (first.numerator, first.denominator) if p] if first.kind == "ratio" else [query.metrics[0]]
     width = len(query.group_by)
     scores: dict[Group, float] = {}
-    for row in fetch(*raw_source.raw_sql(query, catalogue, alias, parts, None)):
+    for row in fetch(*raw_events.raw_sql(query, catalogue, alias, parts, None)):
         group, values = tuple(row[1 : 1 + width]), row[1 + width :]
         if first.kind == "ratio":
             scores[group] = values[0] / values[1] if values[1] else -1.0
@@ -34,7 +37,7 @@ def answer_from_raw(query: Query, plan: Plan, catalogue: Catalogue, alias: str, 
     answer = Answer()
     top = _top(query, catalogue, alias, fetch) if query.top_n else None
     metrics = query.base_metrics
-    sql, params = raw_source.raw_sql(query, catalogue, alias, metrics, query.buckets.segments(), top)
+    sql, params = raw_events.raw_sql(query, catalogue, alias, metrics, query.buckets.segments(), top)
     width = len(query.group_by)
     for row in fetch(sql, params):
         bucket, group, values = row[0], tuple(row[1 : 1 + width]), row[1 + width :]

@@ -1,4 +1,7 @@
-"""SQL fragments shared by the rollup and raw-event reads; every value in them is a bound parameter."""
+"""SQL fragments shared by the rollup and raw-event reads; every value in them is a bound parameter.
+
+The group outside the top N (answer.OTHER, None in Python) is NULL in this SQL.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from api.timebuckets import Segment
-from api.validation import Condition
-
-# The dimension values of the group outside the top N: NULL in SQL, None in Python, null in the answer; a
-# value no real group can take (rollups hold "unknown" or "*", raw reads "" where events have no value).
-OTHER = None
+from api.engine.timebuckets import Segment
+from api.engine.validation import Condition
 
 Params = list[Any]
 

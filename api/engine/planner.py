@@ -25,7 +25,7 @@ from typing import Literal
 
 from analytics_core.catalogue import GRANULARITIES, Catalogue, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api.validation import Query, raw_only_reason
+from api.engine.validation import Query, raw_only_reason
 
 Stage = Literal["complete", "stale", "live"]
 COARSEST_FIRST: tuple[Granularity, ...] = tuple(reversed(GRANULARITIES))

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from analytics_core.catalogue import Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api.errors import QueryError
+from api.engine.errors import QueryError
 
 AUTO_MINUTE_UP_TO_S = 3 * 3600  # granularity auto: minute buckets up to 3 hours
 AUTO_HOUR_UP_TO_S = 7 * 86400  # hour buckets up to 7 days, day buckets beyond

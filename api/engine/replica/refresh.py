@@ -1,28 +1,21 @@
-"""An in-memory replica of the rollup tables inside the query engine (a serving layer, like Druid's historicals).
+"""How the in-memory replica is brought to the lake's current snapshot: the refresh logic of Replica.
 
-Every DuckLake table a query touches costs several milliseconds of catalog queries, and a sketch read
-decodes whole Parquet row groups; dashboards read the same four tables over and over. So the
-engine's DuckDB connection also attaches an in-memory database (`<alias>_replica`) holding
-fct_metrics_day, fct_metrics_hour, fct_metrics_minute and fct_warehouse_watermarks with the lake's
-columns and names; the rollup SQL only swaps its database alias. The raw path keeps reading the lake.
-
-A background thread keeps it in step. Every `api_replica_refresh_s` it reads the lake's current
+Every `api_replica_refresh_s` the replica's thread calls refresh(). It reads the lake's current
 snapshot id (one catalog query); when it moved, it lists the snapshots since the replica's and
 applies, for each replicated table they touched, only what changed: DuckLake's change feed
 (`ducklake_table_changes`) gives each changed row id's inserted and deleted rows, deletes with the
 whole deleted row. Per row id the first change tells whether the row was there before (a delete:
 remove that row from the replica, matched on every non-list column) and the last whether it is
 there after (an insert: add it), so a bucket restated twice between two refreshes, or a row
-inserted and deleted again, nets out. The watermarks table, a few rows that every dbt run creates
-anew, is copied whole. When the history cannot be replayed (a rollup table created again, as
-`dbt --full-refresh` does, or altered; the replica's snapshot expired; a change feed failing) the
-replica copies the lake whole into new tables, as it does at start, and swaps them in.
+inserted and deleted again, nets out (_apply_changes). The watermarks table, a few rows that every
+dbt run creates anew, is copied whole (_apply). When the history cannot be replayed (a rollup table
+created again, as `dbt --full-refresh` does, or altered; the replica's snapshot expired; a change
+feed failing) the replica copies the lake whole into new tables, as it does at start, and swaps
+them in (_rebuild). After a change, a checkpoint compresses what was written (_checkpoint).
 
 Each refresh is one DuckDB transaction over all four tables, reading the lake at one snapshot: a
-query (itself one read transaction, api/engine.py) sees the replica before or after it, never half
-of it, and never a watermark ahead of the rollups it reads. Until the first load commits queries
-read the lake. When the lake cannot be read the replica keeps serving what it has; `status()` says
-which snapshot that is and since when it has not been confirmed current.
+query (itself one read transaction, api/engine/query_engine.py) sees the replica before or after
+it, never half of it, and never a watermark ahead of the rollups it reads.
 """
 
 from __future__ import annotations
@@ -32,13 +25,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 
-log = logging.getLogger("api.replica")
+from api.engine.replica.status import ReplicaNotReady, ReplicaStatus
+
+log = logging.getLogger(__name__)
 
 ROLLUP_TABLES = ("fct_metrics_day", "fct_metrics_hour", "fct_metrics_minute")
 WATERMARKS = "fct_warehouse_watermarks"
@@ -53,11 +47,6 @@ _DELTA = "__replica_delta_"  # prefix of the tables a refresh stages a rollup's 
 _NEW = "__replica_new_"  # prefix of the tables a rebuild fills before swapping them in
 WHOLE_AFTER_FAILURES = 3
 CHECKPOINT_WAIT_S = 2.0
-MAX_RETRY_S = 10.0  # failed refreshes are retried less and less often, at most this far apart
-
-
-class ReplicaNotReady(RuntimeError):
-    """The lake has no rollups to copy yet (not built), or could not be read."""
 
 
 class _RebuildNeeded(Exception):
@@ -70,25 +59,6 @@ def _unreadable(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException | duckdb.InterruptException) or any(
         m in text for m in ("database is locked", "database is busy", "disk i/o", "could not open")
     )
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    """What the replica holds: the lake snapshot it equals, and since when that is known to be the newest."""
-
-    ready: bool
-    snapshot_id: int | None = None
-    snapshot_time: datetime | None = None  # commit time of that lake snapshot
-    synced_at: float | None = None  # wall clock (epoch s) when the lake's newest snapshot was last seen to be it
-    error: str | None = None  # why the last refresh failed; None after a good one
-    rows: dict[str, int] = field(default_factory=dict)
-    refreshes: int = 0  # refreshes that changed the replica (the initial load is the first)
-    changes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last change: table -> (removed, added)
-    copied: tuple[str, ...] = ()  # tables the last change copied whole rather than from the change feed
-
-    def age_s(self, now: float | None = None) -> float | None:
-        """Seconds since the replica was last known to equal the lake."""
-        return None if self.synced_at is None else max((now or time.time()) - self.synced_at, 0.0)
 
 
 @dataclass
@@ -113,113 +83,27 @@ def _memory_bytes(cursor: duckdb.DuckDBPyConnection) -> int:
     return int(row[0] or 0) if row else 0
 
 
-class Replica:
-    """The in-memory copy of the rollups and the thread that refreshes it (start(), stop())."""
+class ReplicaRefresh:
+    """The refresh half of Replica (api/engine/replica/__init__.py), which holds the state below and the thread.
 
-    def __init__(
-        self,
-        connect: Callable[[], duckdb.DuckDBPyConnection],
-        lake: str,
-        alias: str,
-        refresh_s: float = 1.0,
-    ) -> None:
-        self._connect = connect  # the engine's connection, with this database attached (attach())
-        self.lake = lake
-        self.alias = alias
-        self.refresh_s = refresh_s
-        self._tables: dict[str, _Table] = {}
-        self._status = ReplicaStatus(ready=False)
-        self._lock = threading.Lock()  # one refresh at a time (the thread, or a test calling refresh())
-        self._stop = threading.Event()
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._active: duckdb.DuckDBPyConnection | None = None  # the refresh's cursor, interrupted by stop()
-        self._last_error = ""
-        self._failures = 0  # refreshes failed in a row
-        self._feed_failures = 0  # change feeds that failed to apply, in a row (not counting an unreadable lake)
-        self._rebuild_next = False  # after a few of those: copy the lake whole again
+    refresh() loads the replica or brings it to the lake's current snapshot; the rest are its steps.
+    """
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    # Set by Replica.__init__.
+    lake: str
+    alias: str
+    _connect: Callable[[], duckdb.DuckDBPyConnection]
+    _tables: dict[str, _Table]
+    _status: ReplicaStatus
+    _lock: threading.Lock
+    _stop: threading.Event
+    _active: duckdb.DuckDBPyConnection | None
+    _feed_failures: int
+    _rebuild_next: bool
 
-    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Attach the (empty) in-memory database to a new engine connection.
-
-        COMPRESS: a checkpoint stores its tables compressed as on disk (dictionaries, bit packing),
-        about a fifth of the plain in-memory size of the rollups.
-        """
-        con.execute(f"ATTACH ':memory:' AS {self.alias} (COMPRESS)")
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="rollup-replica", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        active = self._active
-        if active is not None:
-            with contextlib.suppress(duckdb.Error):
-                active.interrupt()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def status(self) -> ReplicaStatus:
-        return self._status
-
-    @property
-    def ready(self) -> bool:
-        return self._status.ready
-
-    def wait(self, timeout: float, snapshot_id: int | None = None) -> ReplicaStatus:
-        """Until the replica is loaded (and holds `snapshot_id` or a later one), or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                status = self._status
-                if status.ready and (snapshot_id is None or (status.snapshot_id or 0) >= snapshot_id):
-                    return status
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return status
-                self._changed.wait(left)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                self.refresh()
-            except Exception as exc:  # the lake unreadable, not built yet, the engine closing: try again later
-                if self._stop.is_set():
-                    break
-                self._failed(exc)
-            # While failing (no lake yet: a new DuckDB connection per try), back off.
-            interval = min(self.refresh_s * 2 ** min(self._failures, 16), max(MAX_RETRY_S, self.refresh_s))
-            self._stop.wait(max(interval - (time.monotonic() - began), 0.05))
-
-    def _failed(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        if message != self._last_error:  # log a failure once, not once a second
-            level = logging.INFO if isinstance(exc, ReplicaNotReady) else logging.WARNING
-            log.log(level, "replica refresh failed (serving snapshot %s): %s", self._status.snapshot_id, message)
-            self._last_error = message
-        self._failures += 1
-        self._publish(error=message)
-
-    def _succeeded(self, **changes: Any) -> None:
-        if self._last_error:
-            log.info("replica: the lake is readable again")
-        self._last_error = ""
-        self._failures = 0
-        self._feed_failures = 0
-        self._publish(error=None, **changes)
-
-    def _publish(self, **changes: Any) -> None:
-        with self._changed:
-            self._status = ReplicaStatus(**{**self._status.__dict__, **changes})
-            self._changed.notify_all()
-
-    # -- refreshing ------------------------------------------------------------------------------
+    # Defined by Replica: publish a new status (after a good refresh, also clearing the failure counts).
+    _publish: Callable[..., None]
+    _succeeded: Callable[..., None]
 
     def refresh(self) -> bool:
         """Load the replica, or bring it to the lake's current snapshot; True when it changed."""
@@ -509,11 +393,3 @@ def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
             cursor.execute("ROLLBACK")
         raise
     cursor.execute("COMMIT")
-
-
-def iso(t: float | datetime | None) -> str:
-    if t is None:
-        return "never"
-    if isinstance(t, datetime):
-        return t.astimezone(UTC).isoformat(timespec="seconds")
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,26 @@
+"""The query engine: validate, plan, read the warehouse (and Redis past its watermark), answer with provenance.
+
+The HTTP layer (api/state.py, api/routes/, api/openapi.py) imports what it needs of the engine from
+here; the engine imports nothing of the HTTP layer, only api/models.py (the request and answer bodies).
+
+- `query_engine.py`: QueryEngine, one query from request to QueryResult: the DuckDB connection with the
+  lake attached, read retries, watermarks, the choice between the two strategies below, Redis health.
+- `validation.py`: a QueryRequest checked against the catalogue and the server's limits (Query, check).
+- `timebuckets.py`: the query's buckets in its time zone, as UTC instants.
+- `planner.py`: which source answers which stretch (rollup grain, Redis past the watermark, or raw events).
+- `from_rollups.py`: strategy: a query answered from the rollups, plus the realtime Redis numbers past the
+  watermark (RollupPath).
+- `from_raw_events.py`: strategy: a query answered exactly from the staged raw events (answer_from_raw).
+- `realtime_reads.py`: reading the realtime layer's Redis counters and HyperLogLogs (RealtimeSource).
+- `sql/`: the SQL over the warehouse: `rollups.py`, `raw_events.py` and the `parts.py` they share.
+- `replica/`: the in-memory replica of the rollup tables and its change-feed refresh thread.
+- `answer.py`: the numbers as they are gathered (Answer), sketch merging, and the QueryResult built from them.
+- `errors.py`: QueryError (the caller's mistake, 400) and WarehouseUnavailable (retry later, 503).
+"""
+
+from api.engine.errors import QueryError, WarehouseUnavailable
+from api.engine.query_engine import QueryEngine
+from api.engine.timebuckets import known_zones
+from api.engine.validation import check
+
+__all__ = ["QueryEngine", "QueryError", "WarehouseUnavailable", "check", "known_zones"]
