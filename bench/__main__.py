@@ -14,6 +14,7 @@ from bench import (
     bench_collector,
     bench_dbt,
     bench_freshness,
+    bench_hll,
     bench_kafka,
     bench_loader,
     bench_query,
@@ -31,6 +32,7 @@ BENCHMARKS: list[tuple[str, Benchmark]] = [
     ("collector", bench_collector.run),
     ("query", bench_query.run),
     ("freshness", bench_freshness.run),
+    ("hll", bench_hll.run),
 ]
 
 
