@@ -15,6 +15,8 @@ body either. So:
   so the rest of a slow body is not waited for either.
 - `relative_slash_redirects`: Starlette answers /path/ for /path (and the reverse) with a 307 whose Location is
   built from the Host header (`Host: evil.example` → `http://evil.example/v1/batch`); here it is relative.
+- `invalid_json`, `undecodable_json`: the 400 message both services give for a body that is not JSON, naming the
+  line and column where it breaks (the collector parses with orjson, the query API with FastAPI's json).
 
 `server_options(settings)` is what `analytics collector` and `analytics api` pass to uvicorn.run.
 """
@@ -264,3 +266,34 @@ class _SlashRedirect:
         query = scope.get("query_string", b"").decode("latin-1")
         relative = quote(target, safe="/:@!$&'()*+,;=")
         return f"{relative}?{quote(query, safe='=&;+%/:@!$()*,')}" if query else relative
+
+
+# -- where a JSON body breaks ------------------------------------------------------------------------------------
+
+
+def json_position(text: str, pos: int) -> tuple[int, int]:
+    """1-based (line, column) of character `pos` of a text, counted as json and orjson count them (their
+    JSONDecodeError.lineno and colno): a line ends at "\n", a column is a character (not a byte)."""
+    pos = max(0, min(pos, len(text)))
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+
+
+def invalid_json(body: bytes | str, pos: int, reason: str) -> str:
+    """The message for a JSON body a parser stopped in at character `pos` (JSONDecodeError.pos of json or orjson;
+    the position in pydantic's json_invalid `loc`): `body: invalid JSON at line 3, column 14: Expecting ','
+    delimiter`. `body` is the text the parser read, or its bytes (UTF-8, what both parsers read)."""
+    text = body if isinstance(body, str) else body.decode("utf-8", "replace")  # the parser read up to pos as text
+    line, column = json_position(text, pos)
+    return f"body: invalid JSON at line {line}, column {column}: {reason}"
+
+
+def undecodable_json(exc: UnicodeDecodeError) -> str:
+    """The same message for a body that is not text in its encoding, at its first undecodable byte: `body:
+    invalid JSON at line 1, column 8: not UTF-8 text: byte 0xff (invalid start byte)`. orjson says line 1,
+    column 1 for any such byte; json raises the UnicodeDecodeError, without a position of its own."""
+    data = bytes(exc.object)
+    before = data[: exc.start].decode(exc.encoding, "replace")  # valid text up to the bad byte
+    line, column = json_position(before, len(before))
+    bad = data[exc.start : exc.end]
+    what = f"byte{'s' if len(bad) > 1 else ''} {' '.join(f'0x{b:02x}' for b in bad)}"
+    return f"body: invalid JSON at line {line}, column {column}: not {exc.encoding.upper()} text: {what} ({exc.reason})"

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics_core.catalogue import get_catalogue
-from analytics_core.serving import relative_slash_redirects
+from analytics_core.serving import invalid_json, relative_slash_redirects, undecodable_json
 from analytics_core.settings import Settings
 from api.openapi import describe
 from api.responses import error, field_name
@@ -71,17 +71,30 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-    """400 naming the field (as the engine does: filters[0].values) and the rule (pydantic's error type)."""
+    """400 naming the field (as the engine does: filters[0].values) and the rule (pydantic's error type).
+
+    A body that is not JSON names `body`, and the line and column where it breaks: FastAPI's json_invalid
+    error holds the parser's character position as its `loc` (("body", 40), which reads as a field named
+    "40") and its reason in `ctx.error`; the text the parser read is the exception's `body`.
+    """
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": "invalid"}
     rule = str(first.get("type", "invalid"))
-    field = "body" if rule == "json_invalid" else field_name(first.get("loc", ()))
+    if rule == "json_invalid":
+        loc = first.get("loc", ())
+        pos = loc[-1] if loc and isinstance(loc[-1], int) else 0
+        text = exc.body if isinstance(exc.body, str) else await request.body()  # Starlette keeps the body read
+        reason = (first.get("ctx") or {}).get("error") or first.get("msg") or "not JSON"
+        return error(400, invalid_json(text, pos, str(reason)), field="body", rule=rule)
+    field = field_name(first.get("loc", ()))
     return error(400, f"{field}: {first.get('msg')}", field=field, rule=rule)
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     headers = dict(exc.headers) if exc.headers else None
-    if exc.status_code == 400:  # FastAPI's "There was an error parsing the body" (not UTF-8, say)
-        return error(400, f"body: {exc.detail}", field="body", rule="json_invalid", headers=headers)
+    if exc.status_code == 400:  # FastAPI's "There was an error parsing the body": not text in its encoding, say
+        cause = exc.__cause__  # json.loads decodes the bytes first: a UnicodeDecodeError has no JSON position
+        message = undecodable_json(cause) if isinstance(cause, UnicodeDecodeError) else f"body: {exc.detail}"
+        return error(400, message, field="body", rule="json_invalid", headers=headers)
     return error(exc.status_code, str(exc.detail), headers=headers)
 
 

@@ -58,7 +58,8 @@ class QueryRequest(BaseModel):
         default=None,
         ge=1,
         le=1000,
-        description="Keep the N groups largest by the first metric; the rest add up to one row, dimension values null.",
+        description="Keep the N groups largest by the first metric; the rest add up to one row per bucket, marked"
+        " `rest: true`, its dimension values null.",
     )
 
 
@@ -67,12 +68,28 @@ class QueryRequest(BaseModel):
 class Row:
     """One bucket and group of an answer."""
 
-    bucket: Annotated[datetime, Field(description="Bucket start in the query's time zone.")]
+    bucket: Annotated[
+        datetime,
+        Field(
+            description="Bucket start in the query's time zone, with the offset in force then: the repeated hour of"
+            " a fall-back day is two buckets, e.g. 01:00:00-04:00 and 01:00:00-05:00 in America/New_York."
+        ),
+    ]
     dimensions: Annotated[
         dict[str, str | None],
-        Field(description="Group-by values; null (no real value is) for the group of the top-N rest."),
+        Field(
+            description="Group-by values; null where the group's events have no value for the dimension (e.g. no"
+            " page), and every value null in the top-N rest row, which `rest` marks."
+        ),
     ]
     values: dict[str, float | None]
+    rest: Annotated[
+        bool,
+        Field(
+            description="True for the one row per bucket that adds up the groups outside the top N (top_n), always"
+            " last in its bucket; false for every real group, including one whose dimension values are null."
+        ),
+    ] = False
 
 
 class Part(BaseModel):
@@ -120,18 +137,23 @@ class QueryResult(BaseModel):
 def dump(result: QueryResult) -> dict[str, Any]:
     """The answer as data for orjson (with OPT_UTC_Z), fields in the schema's order, as pydantic writes it.
 
-    The rows become plain dicts with their bucket written once per distinct bucket (as orjson and
+    The rows become plain dicts with their bucket written once per bucket object (as orjson and
     pydantic write datetimes: `Z` for UTC, the offset otherwise): a fraction of the cost of pydantic,
     or of orjson, serialising thousands of rows and their datetimes; the rest goes through pydantic.
+    The rows of one bucket share its datetime (answer.build_result), so the text is remembered by the
+    object's identity, never by equality: two aware datetimes of one zone with the same wall time are
+    equal and hash alike whatever their `fold`, yet on a fall-back day they are an hour apart, with
+    different offsets (01:00-04:00 and 01:00-05:00 in New York). An equal datetime that is another
+    object is written again: it costs a little, it cannot borrow another bucket's text.
     """
     out = result.model_dump(mode="json", exclude={"rows"})
-    written: dict[datetime, str] = {}
+    written: dict[int, str] = {}  # id of a bucket datetime (alive in result.rows throughout) -> its text
     rows = []
     for row in result.rows:
-        bucket = written.get(row.bucket)
+        bucket = written.get(id(row.bucket))
         if bucket is None:
-            bucket = written[row.bucket] = orjson.dumps(row.bucket, option=orjson.OPT_UTC_Z)[1:-1].decode()
-        rows.append({"bucket": bucket, "dimensions": row.dimensions, "values": row.values})
+            bucket = written[id(row.bucket)] = orjson.dumps(row.bucket, option=orjson.OPT_UTC_Z)[1:-1].decode()
+        rows.append({"bucket": bucket, "dimensions": row.dimensions, "values": row.values, "rest": row.rest})
     return {name: rows if name == "rows" else out[name] for name in QueryResult.model_fields}
 
 

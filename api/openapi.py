@@ -17,7 +17,10 @@ _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before asking ag
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorBody,
-        "description": "A field breaks a rule: `field` names it, `rule` the rule (e.g. max_buckets, iana_zone).",
+        "description": "A field breaks a rule: `field` names it, `rule` the rule (e.g. max_buckets, iana_zone). A body"
+        " that is not JSON: field `body`, rule `json_invalid`, and `error` names the line and column (from 1, in"
+        " characters) where it breaks and why, e.g. `body: invalid JSON at line 3, column 14: Expecting ','"
+        " delimiter`.",
     },
     401: {
         "model": ErrorBody,
@@ -110,6 +113,9 @@ def describe(schema: dict[str, Any], settings: Settings, catalogue: Catalogue) -
             if option.get("type") == "integer":
                 option["maximum"] = settings.api_max_rows
         request["timezone"]["enum"] = sorted(known_zones())  # the names of the zone database, and nothing else
+    row = components.get("Row", {})
+    if "rest" in row.get("properties", {}) and "rest" not in row.get("required", []):
+        row.setdefault("required", []).append("rest")  # a default in Python, written in every row of every answer
     filter_ = components.get("Filter", {}).get("properties", {})
     if filter_:
         filter_["dimension"]["enum"] = dimensions

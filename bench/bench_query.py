@@ -151,7 +151,7 @@ DIMENSION_SQL = {
     "event_type": "event_type",
     "country": "coalesce(country, 'unknown')",
     "device": "coalesce(device, 'unknown')",
-    "page": "coalesce(page, '')",  # as the API's raw path groups events without a page
+    "page": "page",  # NULL without a page: the API's null (both read as "None" by api_answer and raw_answer)
 }
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 # Pages a "selected pages" tile pins: the raw-path query groups by page, filtered to these.

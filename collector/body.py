@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from analytics_core.serving import invalid_json, undecodable_json
+
 
 class BodyError(ValueError):
     """A body the collector refuses whole; `status` is the HTTP answer (400 or 413)."""
@@ -47,10 +49,15 @@ def gunzip(data: bytes, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON document of a body; invalid UTF-8 or JSON is a 400 with the parser's reason."""
+    """The JSON document of a body; invalid UTF-8 or JSON is a 400 with the parser's reason, and the line and
+    column where the body breaks (the query API's message: analytics_core/serving.py, invalid_json)."""
     if not body:
         raise BodyError(400, "request body is empty: send a JSON object")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BodyError(400, f"body is not valid JSON: {exc}") from None
+        try:  # orjson puts any byte that is not UTF-8 at line 1, column 1: find the real one
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise BodyError(400, undecodable_json(bad)) from None
+        raise BodyError(400, invalid_json(body, exc.pos, exc.msg)) from None

@@ -2,6 +2,11 @@
 
 Answer collects the cells (bucket, group) and their provenance; OTHER is the group of the top-N rest;
 merged_estimates unions unique-user sketches (HyperLogLog registers) read from the rollups.
+
+A group is a tuple of the group-by values, None for a dimension the events have no value for (raw
+events: no page, no experiment); the rest is OTHER, the empty tuple, which no real group is (they
+hold a value or None per group-by dimension). In the answer both have null dimension values: the
+rest row is told apart by `rest: true` (api/models.py, Row).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from analytics_core.catalogue import Catalogue, Metric
 from api.engine.validation import Query
 from api.models import Approximation, Part, Provenance, QueryResult, Row, Source
 
-# The dimension values of the group outside the top N: NULL in SQL, None in Python, null in the answer; a
-# value no real group can take (rollups hold "unknown" or "*", raw reads "" where events have no value).
-OTHER = None
+Group = tuple[str | None, ...]  # group-by values, None where the events have none; OTHER for the top-N rest
+
+# The group outside the top N. Not a tuple of None: that is the group of events without a value (a raw
+# read), which can be in the top N itself. The SQL gives its rows NULL values (and a flag on raw reads,
+# where NULL is also a missing value); the answer null values and `rest: true`.
+OTHER: Group = ()
 
 UNIQUE_RELATIVE_ERROR = 0.02  # HyperLogLog with 2^14 registers: standard error 0.81 %, bound ~2.5 sigma
-Group = tuple[str | None, ...]  # group-by values; all None (OTHER) for the top-N rest
 ValuesReader = Callable[[dict[str, float]], dict[str, float | None]]
 
 
@@ -106,6 +113,11 @@ class Answer:
         for metric, value in values.items():
             cell[metric] = cell.get(metric, 0.0) + value
 
+    def sort_parts(self) -> None:
+        """Parts by instant: datetimes of one zone compare by wall time, fold ignored, so on a fall-back day
+        01:15 EDT would sort after 01:00 EST, 45 minutes later."""
+        self.parts.sort(key=lambda p: (p.start.timestamp(), p.end.timestamp()))
+
     def part(self, query: Query, source: Source, start: float, end: float, buckets: int, metrics: list[str]) -> None:
         tz = query.buckets.zone
         self.parts.append(
@@ -147,15 +159,20 @@ def _values_reader(readers: list[tuple[str, Callable[[dict[str, float]], float |
     return lambda cell: {name: read(cell) for name, read in readers}
 
 
+def group_order(group: Group) -> tuple[tuple[bool, str], ...]:
+    """A group's place among groups: by its values, a missing value (None) after every real one."""
+    return tuple((value is None, value or "") for value in group)
+
+
 def build_result(
     query: Query, catalogue: Catalogue, answer: Answer, watermark: float | None, elapsed_ms: float
 ) -> QueryResult:
+    # One datetime per bucket, shared by the bucket's rows: api.models.dump writes each once, by identity.
     labels = query.buckets.labels()
     if query.group_by:
-        other = (OTHER,) * len(query.group_by)  # the top-N rest: every dimension OTHER, last in its bucket
         keys = [k for k, cell in answer.cells.items() if any(cell.values())]
-        if any(group == other for _, group in keys):
-            keys.sort(key=lambda k: (k[0], k[1] == other, k[1]))
+        if any(not group or None in group for _, group in keys):  # the rest last in its bucket, None after values
+            keys.sort(key=lambda k: (k[0], k[1] == OTHER, group_order(k[1])))
         else:
             keys.sort()  # the same order, without a key tuple per row
     else:
@@ -164,12 +181,21 @@ def build_result(
     values = _values_reader([(name, _reader(name, metric)) for name, metric in metrics])
     cells, group_by = answer.cells, query.group_by
     empty: dict[str, float] = {}
-    if len(group_by) == 1:  # the common shape, without a zip per row
+    if not group_by:
+        rows = [Row(labels[b], {}, values(cells.get((b, g), empty))) for b, g in keys[: query.limit]]
+    elif len(group_by) == 1:  # the common shape, without a zip per row
         (only,) = group_by
-        rows = [Row(labels[b], {only: g[0]}, values(cells.get((b, g), empty))) for b, g in keys[: query.limit]]
+        rows = [
+            Row(labels[b], {only: g[0]}, values(cells.get((b, g), empty)))
+            if g
+            else Row(labels[b], {only: None}, values(cells.get((b, g), empty)), True)
+            for b, g in keys[: query.limit]
+        ]
     else:
         rows = [
             Row(labels[b], dict(zip(group_by, g, strict=True)), values(cells.get((b, g), empty)))
+            if g
+            else Row(labels[b], dict.fromkeys(group_by), values(cells.get((b, g), empty)), True)
             for b, g in keys[: query.limit]
         ]
     approximate = {}

@@ -112,7 +112,7 @@ class RollupPath:
 
     def _group(self, combo: Combo, top: set[Group] | None) -> Group:
         group = tuple(combo[i] for i in self.group_positions)
-        return group if top is None or group in top else (OTHER,) * len(group)
+        return group if top is None or group in top else OTHER
 
     def _candidates(self, counters: Counters, rt_unique: dict[int, list[Tile]]) -> list[Combo]:
         """The value combinations whose HLL keys the realtime unique counts must union.
@@ -184,8 +184,10 @@ class RollupPath:
         single = {f.dimension: f.values[0] for f in self.query.filters if not f.negated and len(f.values) == 1}
         grouped = {d: i for i, d in enumerate(self.query.group_by)}
         for bucket, group, found in rollups.cells(read, self.fetch_arrow(*sql) if sql else None):
+            if top is not None and None in group:  # folded by the SQL (NULL values): rollups hold no missing value
+                group = OTHER
             if bucket in probed and any(metric in self.unique for metric in found):
-                combos.add(  # probed only without top_n: no group is OTHER (None) here
+                combos.add(  # probed only without top_n: no group is OTHER here
                     cast(
                         Combo,
                         tuple(
@@ -250,7 +252,7 @@ class RollupPath:
             start, end = query.buckets.bounds[bucket], query.buckets.bounds[bucket + 1]
             if tiles:  # a bucket wholly in the future has no keys yet
                 answer.part(query, "realtime", start, end, len(tiles), list(self.unique))
-        answer.parts.sort(key=lambda p: (p.start, p.end))
+        answer.sort_parts()
 
         w, f = plan.realtime_from, plan.realtime_floor
         if plan.pieces_in("stale"):

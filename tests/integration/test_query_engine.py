@@ -58,8 +58,7 @@ UNIQUE = {"active_users", "purchasers"}
 TRUTH_COLUMNS = """
     "timestamp" AS ts, tenant_id, event_type, is_bot, revenue, coalesce(user_id, anonymous_id) AS user_key,
     coalesce(country, 'unknown') AS country, coalesce(device, 'unknown') AS device,
-    coalesce(page, '') AS page, coalesce(experiment_key, '') AS experiment_key,
-    coalesce(experiment_variant, '') AS experiment_variant
+    page, experiment_key, experiment_variant
 """
 FIRST_COPIES = f"""
     SELECT {TRUTH_COLUMNS} FROM {{lake}}.main.raw_events
@@ -151,10 +150,21 @@ def _bucket_key(label: datetime, grain: str) -> str:
     return label.strftime("%Y-%m-%d %H" if grain == "hour" else "%Y-%m-%d %H:%M") + f" {offset}"
 
 
+REST = ("<the top-N rest>",)  # the key of the rest rows (`rest: true`): their values are null, as a missing one is
+
+
+def _literal(groups: list[tuple[str | None, ...]]) -> str:
+    """The groups as a SQL list of lists, a missing value (None) as NULL."""
+    quoted = (", ".join("NULL" if v is None else "'" + v.replace("'", "''") + "'" for v in g) for g in groups)
+    return f"[{', '.join(f'[{q}]' for q in quoted)}]::VARCHAR[][]"
+
+
 def expected(
     con: duckdb.DuckDBPyConnection, case: Case, grain: str, tables: tuple[str, ...] = ("truth",)
-) -> dict[tuple[str, tuple[str, ...]], dict[str, float]]:
-    """(bucket, group) → metric → value, by SQL over the test's events; top N computed exactly."""
+) -> dict[tuple[str, tuple[str | None, ...]], dict[str, float]]:
+    """(bucket, group) → metric → value, by SQL over the test's events; top N computed exactly.
+
+    A group holds None for a dimension its events have no value for; the top-N rest is REST."""
     base = []
     for m in case.metrics:
         base += [p for p in RATIOS.get(m, (m,)) if p not in base]
@@ -162,7 +172,7 @@ def expected(
     where = f"tenant_id = ? AND ts >= ? AND ts < ? AND ({case.where})"
     params: list[Any] = [case.tenant, case.start, case.end]
     groups = case.group_by
-    mapped = groups
+    listed = f"[{', '.join(groups)}]"
     if case.top_n:
         first = RATIOS.get(case.metrics[0], (case.metrics[0],))
         parts = ", ".join(METRIC_SQL[p] for p in first)
@@ -170,30 +180,35 @@ def expected(
             f"SELECT [{', '.join(groups)}], {parts} FROM ({source}) WHERE {where} GROUP BY ALL", params
         ).fetchall()
         score = {tuple(r[0]): (r[1] / r[2] if r[2] else -1.0) if len(first) == 2 else r[1] for r in rows}
-        ranked = sorted(score, key=lambda g: (-score[g], g))
+        # Ties by value, a missing one (None) after every real one.
+        ranked = sorted(score, key=lambda g: (-score[g], [(v is None, v or "") for v in g]))
         if len(ranked) > case.top_n:
-            top = [list(g) for g in ranked[: case.top_n]]
-            flag = f"list_contains({top!r}, [{', '.join(groups)}])"
-            mapped = [f"CASE WHEN {flag} THEN {g} END" for g in groups]  # the rest: null, as the API writes it
-    select = ", ".join([_bucket_sql(grain, case.timezone), f"[{', '.join(mapped)}]::VARCHAR[]"])
+            flag = f"list_contains({_literal(ranked[: case.top_n])}, {listed})"  # NULL matches NULL in lists
+            listed = f"CASE WHEN {flag} THEN {listed} END"  # the rest: a NULL list, keyed REST below
+    select = ", ".join([_bucket_sql(grain, case.timezone), f"{listed}::VARCHAR[]"])
     measures = ", ".join(METRIC_SQL[m] for m in base)
     sql = f"SELECT {select}, {measures} FROM ({source}) WHERE {where} GROUP BY ALL"
     out = {}
     for bucket, group, *values in con.execute(sql, params).fetchall():
-        out[(bucket, tuple(group))] = dict(zip(base, [float(v) for v in values], strict=True))
+        key = (bucket, REST if group is None else tuple(group))
+        out[key] = dict(zip(base, [float(v) for v in values], strict=True))
     return out
 
 
-def check(result: QueryResult, want: dict[tuple[str, tuple[str, ...]], dict[str, float]], case: Case) -> None:
+def check(result: QueryResult, want: dict[tuple[str, tuple[str | None, ...]], dict[str, float]], case: Case) -> None:
     got = {
-        (_bucket_key(r.bucket, result.granularity), tuple(r.dimensions[d] for d in case.group_by)): r.values
+        (
+            _bucket_key(r.bucket, result.granularity),
+            REST if r.rest else tuple(r.dimensions[d] for d in case.group_by),
+        ): r.values
         for r in result.rows
     }
+    assert len(got) == len(result.rows), case.id  # one row per bucket and group: a missing value is not the rest
     exact_uniques = "raw" in {p.source for p in result.provenance.parts}
     base = {p for m in case.metrics for p in RATIOS.get(m, (m,))}
     want = {k: v for k, v in want.items() if any(v[m] for m in base)}
     if case.group_by:
-        assert set(got) == set(want), (sorted(set(got) ^ set(want))[:5], case.id)
+        assert set(got) == set(want), (sorted(set(got) ^ set(want), key=repr)[:5], case.id)
     else:
         assert set(want) <= set(got), case.id
     for key, values in got.items():

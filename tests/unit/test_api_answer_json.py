@@ -60,4 +60,5 @@ def test_rendered_hit_carries_its_cache_info() -> None:
         "bucket": "2026-03-07T00:00:00Z",
         "dimensions": {"country": "US"},
         "values": {"revenue": 0.0, "purchases": 0.0, "conversion_rate": 0.25},
+        "rest": False,
     }

@@ -65,7 +65,12 @@ def test_broken_encodings_are_400(data: bytes, encoding: str, status: int, words
 
 @pytest.mark.parametrize(
     ("body", "words"),
-    [(b"", "empty"), (b"{", "not valid JSON"), (b'{"a": "\xff"}', "not valid JSON"), (b"[1,", "not valid JSON")],
+    [
+        (b"", "empty"),
+        (b"{", "invalid JSON at line 1, column 2"),
+        (b'{"a": "\xff"}', "invalid JSON at line 1, column 8: not UTF-8 text"),
+        (b"[1,", "invalid JSON at line 1, column 4"),
+    ],
 )
 def test_invalid_json_and_utf8_are_400(body: bytes, words: str) -> None:
     with pytest.raises(BodyError) as err:

@@ -1,6 +1,7 @@
 """SQL fragments shared by the rollup and raw-event reads; every value in them is a bound parameter.
 
-The group outside the top N (answer.OTHER, None in Python) is NULL in this SQL.
+The group outside the top N (answer.OTHER in Python) has NULL values in this SQL; raw reads, where a
+NULL value is also a missing one, flag its rows besides (sql/raw_events.py).
 """
 
 from __future__ import annotations

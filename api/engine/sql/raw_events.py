@@ -2,7 +2,11 @@
 
 Counts, sums and COUNT(DISTINCT user_key) with each metric's condition (people only, event types),
 bucketed by arithmetic on the event time (parts.bucket_index) and grouped by any catalogue
-dimension; a dimension without a value groups as ''. For what no rollup answers.
+dimension. For what no rollup answers.
+
+Events without a value for a group-by dimension (no page, no experiment) group as NULL, their own
+group, kept apart from the top-N rest (NULL values too) by the rest flag column `r`. Filters compare
+'' for a missing value, as they always have: `eq ''` selects those events, `not_in` keeps them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from api.engine.timebuckets import Segment
 from api.engine.validation import Query
 
 EVENTS_TABLE = "stg_tracking__events"
-MISSING = ""  # the group value of events without the dimension (no page, no experiment)
+MISSING = ""  # what a filter compares for events without the dimension (no page, no experiment)
 
 
 def _condition(metric: Metric, params: Params) -> str:
@@ -44,16 +48,18 @@ def raw_sql(
     segments: Sequence[Segment] | None,
     top: Sequence[tuple[str | None, ...]] | None = None,
 ) -> tuple[str, Params]:
-    """SQL of (bucket, group values..., one column per metric) rows over the query's range.
+    """SQL of (bucket, rest, group values..., one column per metric) rows over the query's range.
 
-    segments None: the whole range as bucket 0 (top-N ranking). `top`: groups outside it become OTHER (NULL).
+    `rest` is true on the rows of the top-N rest (OTHER), whose group values are NULL; elsewhere a NULL
+    group value is a missing one. segments None: the whole range as bucket 0 (top-N ranking). `top`:
+    groups outside it become the rest (None in a top group matches a missing value).
     """
     dims = sorted(query.dimensions)
     expr = {d: f"coalesce({d}, '{MISSING}')" for d in dims}
     needed = {"is_bot", "event_type"} | {c for m in metrics if (c := catalogue.metrics[m].column)}
     inner_params: Params = []
     bucket = bucket_index("event_at", segments, inner_params)
-    groups = [f"{expr[d]} AS g{i}" for i, d in enumerate(query.group_by)]
+    groups = [f"{d} AS g{i}" for i, d in enumerate(query.group_by)]  # NULL stays NULL: a group of its own
     inner_params += [query.tenant_id, utc(query.buckets.start), utc(query.buckets.end)]
     where = ["tenant_id = ?", "event_at >= ?", "event_at < ?"]
     where += conditions(query.filters, expr, inner_params)
@@ -63,15 +69,16 @@ def raw_sql(
     )
 
     params: Params = []
+    flag_params: Params = []
     names = [f"g{i}" for i in range(len(query.group_by))]
     if top is not None and names:
-        outer_groups = []
-        for name in names:
-            flag = top_flag(names, top, params)
-            outer_groups.append(f"CASE WHEN {flag} THEN {name} END")  # else NULL: OTHER
+        # list_contains compares lists with NULL equal to NULL: a top group (None,) is the missing value's.
+        source = f"(SELECT *, {top_flag(names, top, flag_params)} AS in_top FROM ({inner}))"
+        rest = "NOT in_top"
+        outer_groups = [f"CASE WHEN in_top THEN {name} END" for name in names]  # else NULL, and rest true
     else:
-        outer_groups = names
+        source, rest, outer_groups = f"({inner})", "false", names
     aggregates = [f"{_aggregate(catalogue.metrics[m], params)} AS m{i}" for i, m in enumerate(metrics)]
-    select = ", ".join(["b", *outer_groups, *aggregates])
-    group = ", ".join(str(i + 1) for i in range(1 + len(names)))
-    return f"SELECT {select} FROM ({inner}) GROUP BY {group}", params + inner_params
+    select = ", ".join(["b", f"{rest} AS r", *outer_groups, *aggregates])
+    group = ", ".join(str(i + 1) for i in range(2 + len(names)))
+    return f"SELECT {select} FROM {source} GROUP BY {group}", params + flag_params + inner_params
