@@ -6,6 +6,8 @@ the query API cannot disagree on what a metric means or which dimensions it can 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,6 +19,8 @@ DBT_PROJECT_FILE = Path(__file__).resolve().parent.parent / "dbt_project" / "dbt
 Granularity = Literal["minute", "hour", "day"]
 GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day")
 ALL = "*"  # the value of a rollup's dimension column that is not in the row's dimension set
+STORED_KINDS = ("count", "sum", "unique")  # kept in the rollups; ratios are computed at query time
+FINGERPRINT_LENGTH = 16  # hex digits of the md5 of a metric's definition
 
 
 class Dimension(BaseModel):
@@ -80,6 +84,47 @@ class Catalogue(BaseModel):
         """The `dimension_set` value of rollup rows grouped by these dimensions (catalogue order)."""
         return ",".join(d for d in self.rollup_dimensions if d in dims)
 
+    @property
+    def stored_metrics(self) -> tuple[str, ...]:
+        """The metrics kept in the rollups (count, sum, unique), in catalogue order."""
+        return tuple(name for name, metric in self.metrics.items() if metric.kind in STORED_KINDS)
+
+    def metric_definition(self, name: str, hll_precision: int, logic_version: int) -> str:
+        """Everything that decides a stored metric's rollup numbers, as canonical JSON.
+
+        The dbt macro `metric_definition` (dbt_project/macros/definitions.sql) builds the same text
+        from the same YAML, so both sides hash it to the same fingerprint (a unit test checks this):
+        the metric's kind, bot rule, event types (sorted) and column; the dimension sets its rows are
+        kept for; for unique metrics the HyperLogLog precision; and `metric_logic_version`, bumped
+        when the staging or rollup SQL changes what metrics count. Descriptions are left out.
+        """
+        metric = self.metrics[name]
+        if metric.kind not in STORED_KINDS:
+            raise ValueError(f"metric {name}: a {metric.kind} metric is not stored in the rollups")
+        sets = self.dimension_sets
+        if metric.kind == "unique":
+            sets = self.sketch_dimension_sets or self.dimension_sets
+        body: dict[str, object] = {
+            "metric": {
+                "kind": metric.kind,
+                "humans_only": metric.humans_only,
+                "event_types": sorted(set(metric.event_types)),
+                "column": metric.column if metric.kind in ("sum", "unique") else None,
+            },
+            "dimension_sets": [list(dims) for dims in sets],
+            "logic_version": logic_version,
+        }
+        if metric.kind == "unique":
+            body["hll_precision"] = hll_precision
+        return json.dumps(body, sort_keys=True)
+
+    def fingerprints(self, hll_precision: int, logic_version: int) -> dict[str, str]:
+        """Stored metric → fingerprint of its definition (what fct_metric_definitions records per grain)."""
+        return {
+            name: fingerprint(self.metric_definition(name, hll_precision, logic_version))
+            for name in self.stored_metrics
+        }
+
     def covering_set(self, dims: set[str], unique: bool = False) -> tuple[str, ...] | None:
         """The smallest stored dimension set containing all of `dims`, or None (raw events only).
 
@@ -88,6 +133,22 @@ class Catalogue(BaseModel):
         stored = (self.sketch_dimension_sets or self.dimension_sets) if unique else self.dimension_sets
         candidates = [s for s in stored if dims <= set(s)]
         return min(candidates, key=len) if candidates else None
+
+
+def fingerprint(definition: str) -> str:
+    """The short hash of a metric definition's canonical JSON (dbt: local_md5(...)[:16])."""
+    return hashlib.md5(definition.encode(), usedforsecurity=False).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def definition_vars(path: Path = DBT_PROJECT_FILE) -> tuple[int, int]:
+    """The dbt vars besides the catalogue that enter every fingerprint: (hll_precision, metric_logic_version)."""
+    project_vars = yaml.safe_load(path.read_text())["vars"]
+    return int(project_vars["hll_precision"]), int(project_vars["metric_logic_version"])
+
+
+def definition_fingerprints(catalogue: Catalogue, path: Path = DBT_PROJECT_FILE) -> dict[str, str]:
+    """Stored metric → fingerprint of its definition in `catalogue`, with the project's other vars."""
+    return catalogue.fingerprints(*definition_vars(path))
 
 
 def load_catalogue(path: Path = DBT_PROJECT_FILE) -> Catalogue:

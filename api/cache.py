@@ -1,11 +1,19 @@
-"""Answers cached in Redis: key = tenant + hash of the query, value = the answer's JSON and when it was stored.
+"""Answers cached in Redis: key = tenant + hash of the query (and of the catalogue it was answered with),
+value = the answer's JSON, when it was stored, and what it was computed from.
+
+An entry is `3|<stored at>|<ttl>|<stamp>|<answer>`. The stamp (api/engine/versions.py, Stamp: the lake
+snapshot its data is at least as new as, the warehouse tables it read, its range and watermarks) is
+compact JSON without `|`; the caller serves the entry only while the engine's Versions say that is still
+what the warehouse holds, else computes the answer again and overwrites it. The catalogue's hash in the
+key keeps answers of one metric definition from being served under another.
 
 A hit is served without parsing the answer. The provenance's `cache` and `elapsed_ms` are the last two
 fields of the answer (`provenance` is its last field), so a stored answer ends in exactly TAIL, written
 with both null; a hit cuts TAIL off the end and writes the entry's own values there. Where they go is
 known from the format alone: every process reads every entry, whoever stored it (another worker, the
 process before a restart), and nothing inside the answer (a dimension value, a caveat) is ever searched,
-so no value can be mistaken for them. An entry that does not end in TAIL (an older format) is a miss.
+so no value can be mistaken for them. An entry of another version, without a stamp, or that does not end
+in TAIL (an older format) is a miss.
 """
 
 from __future__ import annotations
@@ -13,17 +21,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from analytics_core.catalogue import Catalogue
 from api.models import QueryRequest
 
 log = logging.getLogger("api.cache")
 TAIL = b'"cache":null,"elapsed_ms":null}}'  # how every stored answer ends: provenance's last two fields, null
-ENTRY_VERSION = b"2"  # the entry format: version|stored at|ttl|answer ending in TAIL
+ENTRY_VERSION = b"3"  # the entry format: version|stored at|ttl|stamp|answer ending in TAIL
+
+
+class Cached(NamedTuple):
+    template: bytes  # the answer, ending in TAIL
+    age_s: float
+    ttl_s: int
+    stamp: bytes  # what it was computed from (api/engine/versions.py, Stamp.encode)
+
+
+def catalogue_hash(catalogue: Catalogue) -> str:
+    """A short hash of the metric catalogue: answers computed under another definition have other keys."""
+    return hashlib.sha256(catalogue.model_dump_json().encode()).hexdigest()[:12]
 
 
 def query_hash(request: QueryRequest) -> str:
@@ -58,16 +79,18 @@ def template(answer: dict[str, Any]) -> bytes:
 class QueryCache:
     """get/put of answers; a Redis failure is a miss (and a warning), never an error for the caller."""
 
-    def __init__(self, client: AsyncRedis | None, prefix: str = "") -> None:
+    def __init__(self, client: AsyncRedis | None, prefix: str = "", catalogue: str = "") -> None:
         self._redis = client
         self._prefix = prefix
+        self._catalogue = catalogue  # a hash of the metric catalogue the answers are computed with
 
     def key(self, tenant_id: str, request: QueryRequest) -> str:
         # The tenant in a hash tag, like the realtime keys: one tenant's keys share a Cluster slot.
-        return f"{self._prefix}api:{{{tenant_id}}}:q:{query_hash(request)}"
+        catalogue = f"{self._catalogue}:" if self._catalogue else ""
+        return f"{self._prefix}api:{{{tenant_id}}}:q:{catalogue}{query_hash(request)}"
 
-    async def get(self, tenant_id: str, request: QueryRequest) -> tuple[bytes, float, int] | None:
-        """(answer template, age in seconds, ttl it was stored with) or None."""
+    async def get(self, tenant_id: str, request: QueryRequest) -> Cached | None:
+        """The entry (answer template, age in seconds, ttl it was stored with, stamp) or None."""
         if self._redis is None:
             return None
         try:
@@ -78,18 +101,20 @@ class QueryCache:
         if raw is None:
             return None
         try:
-            version, stored_at, ttl, body = raw.split(b"|", 3)
+            version, stored_at, ttl, stamp, body = raw.split(b"|", 4)
             if version != ENTRY_VERSION or not body.endswith(TAIL):
                 raise ValueError(f"cache entry of another format (version {version[:8]!r})")
-            return body, max(time.time() - float(stored_at), 0.0), int(ttl)
+            return Cached(body, max(time.time() - float(stored_at), 0.0), int(ttl), stamp)
         except ValueError as exc:  # an entry this code did not write: computed again and overwritten
             log.warning("cache entry ignored: %s", exc)
             return None
 
-    async def put(self, tenant_id: str, request: QueryRequest, body: bytes, ttl_s: int) -> bool:
+    async def put(self, tenant_id: str, request: QueryRequest, body: bytes, ttl_s: int, stamp: bytes) -> bool:
         if self._redis is None:
             return False
-        entry = b"%s|%.6f|%d|%s" % (ENTRY_VERSION, time.time(), ttl_s, body)
+        if b"|" in stamp:
+            raise ValueError("a stamp cannot hold the entry separator |")
+        entry = b"%s|%.6f|%d|%s|%s" % (ENTRY_VERSION, time.time(), ttl_s, stamp, body)
         try:
             await self._redis.set(self.key(tenant_id, request), entry, ex=ttl_s)
         except (redis.RedisError, OSError) as exc:

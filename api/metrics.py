@@ -62,7 +62,15 @@ class ApiMetrics:
             "api_requests", "Answered requests, by endpoint and status.", ["endpoint", "status"], registry=r
         )
         self.cache_hits = Counter("api_cache_hits", "Queries answered from the Redis cache.", registry=r)
-        self.cache_misses = Counter("api_cache_misses", "Queries computed (not in the cache).", registry=r)
+        self.cache_misses = Counter(
+            "api_cache_misses", "Queries computed (not in the cache, or its entry stale or not verifiable).", registry=r
+        )
+        self.cache_stale = Counter(
+            "api_cache_stale",
+            "Cached answers refused (and computed again, counted as misses too): the warehouse data they were"
+            " computed from changed since, or their watermarks moved within their range.",
+            registry=r,
+        )
         self.query_seconds = Histogram(
             "api_query_seconds",
             "Time to answer a query, by where the answer came from (cache, or the first source of the plan).",

@@ -12,7 +12,7 @@ from analytics_core.catalogue import Catalogue, get_catalogue
 from analytics_core.clients import redis_async_client, redis_client
 from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
-from api.cache import QueryCache
+from api.cache import QueryCache, catalogue_hash
 from api.engine import QueryEngine, WarehouseUnavailable
 from api.live import LiveReader
 from api.live_hub import LiveHub
@@ -62,7 +62,7 @@ def build_state(settings: Settings) -> ApiState:
         tenants=KeyCache(TenantStore(settings.tenants_db)),
         redis=sync_redis,
         redis_async=async_redis,
-        cache=QueryCache(async_redis, settings.redis_key_prefix),
+        cache=QueryCache(async_redis, settings.redis_key_prefix, catalogue_hash(catalogue)),
         live=LiveReader(catalogue, keys, settings.live_window_s),
         metrics=metrics,
     )

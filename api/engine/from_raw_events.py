@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from analytics_core.catalogue import Catalogue
-from api.engine.answer import Answer, Group
+from api.engine.answer import OTHER, Answer, Group, group_order
 from api.engine.from_rollups import Fetch
 from api.engine.planner import Plan
 from api.engine.sql import raw_events
@@ -22,7 +22,7 @@ def _top(query: Query, catalogue: Catalogue, alias: str, fetch: Fetch) -> list[G
     width = len(query.group_by)
     scores: dict[Group, float] = {}
     for row in fetch(*raw_events.raw_sql(query, catalogue, alias, parts, None)):
-        group, values = tuple(row[1 : 1 + width]), row[1 + width :]
+        group, values = tuple(row[2 : 2 + width]), row[2 + width :]  # row[1], rest: false without a top
         if first.kind == "ratio":
             scores[group] = values[0] / values[1] if values[1] else -1.0
         else:
@@ -30,7 +30,7 @@ def _top(query: Query, catalogue: Catalogue, alias: str, fetch: Fetch) -> list[G
     assert query.top_n is not None
     if len(scores) <= query.top_n:
         return None
-    return sorted(scores, key=lambda g: (-scores[g], g))[: query.top_n]
+    return sorted(scores, key=lambda g: (-scores[g], group_order(g)))[: query.top_n]  # None: no value
 
 
 def answer_from_raw(query: Query, plan: Plan, catalogue: Catalogue, alias: str, fetch: Fetch) -> Answer:
@@ -40,13 +40,13 @@ def answer_from_raw(query: Query, plan: Plan, catalogue: Catalogue, alias: str, 
     sql, params = raw_events.raw_sql(query, catalogue, alias, metrics, query.buckets.segments(), top)
     width = len(query.group_by)
     for row in fetch(sql, params):
-        bucket, group, values = row[0], tuple(row[1 : 1 + width]), row[1 + width :]
+        bucket, rest, values = row[0], row[1], row[2 + width :]
+        group: Group = OTHER if rest else tuple(row[2 : 2 + width])  # else None in it: events without the value
         for metric, value in zip(metrics, values, strict=True):
             answer.add(bucket, group, metric, float(value))
     answer.part(query, "raw", query.buckets.start, query.buckets.end, query.buckets.count, [])
     answer.realtime_unavailable = (
-        f"answered from raw events ({plan.raw_reason}); the realtime layer keeps no such cuts, so no realtime"
-        " numbers are merged"
+        f"answered from raw events ({plan.raw_reason}); no realtime numbers are merged into an answer from raw events"
     )
     if plan.watermark is not None and query.buckets.end > plan.watermark:
         since = datetime.fromtimestamp(plan.watermark, UTC).isoformat()

@@ -11,6 +11,12 @@ The rollups and watermarks are read from an in-memory replica attached to the sa
 (api/engine/replica/) once it has loaded, each query in one read transaction of it so that a refresh
 lands before or after the query, never inside; before that, or with `api_replica` off, from the
 lake. Raw events are always read from the lake.
+
+Every answer comes with a Stamp (api/engine/versions.py): the lake snapshot its data is at least as
+new as, the tables it read and its watermarks; versions() says what the lake holds now, so the answer
+cache can tell whether a stored answer is still current. With the replica, both come from the replica
+(its snapshot, the history it follows in its refresh); without it (or before it has loaded), from the
+catalog, followed here and kept VERSIONS_TTL_S.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,10 +36,10 @@ import redis
 import yaml
 
 from analytics_core import warehouse
-from analytics_core.catalogue import DBT_PROJECT_FILE, Catalogue, get_catalogue
+from analytics_core.catalogue import DBT_PROJECT_FILE, Catalogue, definition_fingerprints, get_catalogue
 from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
-from api.engine import planner
+from api.engine import definitions, planner
 from api.engine.answer import Answer, build_result
 from api.engine.errors import QueryError, WarehouseUnavailable
 from api.engine.from_raw_events import answer_from_raw
@@ -41,11 +47,15 @@ from api.engine.from_rollups import RollupPath
 from api.engine.realtime_reads import RealtimeSource
 from api.engine.replica import Replica, ReplicaStatus, iso
 from api.engine.validation import IDENTIFIER, check_raw_range, validate
+from api.engine.versions import WATERMARKS, LakeHistory, Marks, Stamp, Versions, read_marks
 from api.models import QueryRequest, QueryResult
 
 __all__ = ["QueryEngine", "QueryError", "WarehouseUnavailable"]
 
 WATERMARK_TTL_S = 5.0  # an older watermark only moves more of the range to Redis, which holds it too
+# Without the replica, how long what the catalog says of the lake's changes is kept before it is read again:
+# a cached answer may be served this long after the warehouse changed (the replica lags about as much).
+VERSIONS_TTL_S = 1.0
 LOCK_RETRIES = 3
 # After a Redis error, queries skip Redis this long: a client's connection retries can take seconds,
 # which every query would pay while Redis is down.
@@ -117,10 +127,11 @@ def _capped(rows: _Rows, cap: int) -> _Rows:
 
 
 class _RollupReads:
-    """The alias a query reads rollups from, and its open read transaction on the replica."""
+    """The alias a query reads rollups from, its open read transaction on the replica, and what that data is."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, alias: str) -> None:
         self.cursor, self.alias, self.open = cursor, alias, False
+        self.versions: Versions | None = None  # read before the data: never newer than it; None: not known
 
     def release(self) -> None:
         if self.open:
@@ -135,6 +146,8 @@ class QueryEngine:
             raise ValueError(f"warehouse alias {settings.warehouse_alias!r} is not a plain name")
         self.settings = settings
         self.catalogue = catalogue or get_catalogue()
+        self._fingerprints = definition_fingerprints(self.catalogue)  # what the rollups should be built by
+        self._definitions: dict[str, tuple[float, definitions.Built | None]] = {}  # tenant -> (read at, built)
         self.alias = settings.warehouse_alias
         self.minute_retention_days = minute_retention_days()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -150,6 +163,10 @@ class QueryEngine:
         keys = RealtimeKeys.from_settings(settings)
         self._realtime = RealtimeSource(redis, keys, self.catalogue) if redis is not None else None
         self._watermarks: dict[str, tuple[float, dict[str, float]]] = {}
+        # Without the replica (or before it has loaded): the lake's history followed from the catalog, and when.
+        self._history = LakeHistory(self.alias)
+        self._versions: tuple[float, Versions] | None = None
+        self._versions_lock = threading.Lock()
         self._redis_down: tuple[float, str] = (0.0, "")  # until when (monotonic) Redis is not asked, and why
         if self._replica is not None:
             self._replica.start()  # loads in the background; queries read the lake until it is ready
@@ -205,6 +222,60 @@ class QueryEngine:
             f" (committed {iso(status.snapshot_time)}), last confirmed current at {iso(status.synced_at)}"
         )
 
+    # -- what the data is (for the answer cache) ------------------------------------------------
+
+    def known_versions(self) -> Versions | None:
+        """What the lake holds as far as this engine knows now, without reading anything: the replica's once it
+        has loaded, else the catalog's as last read (None: to be read again, by versions())."""
+        if self._replica is not None:
+            status = self._replica.status()
+            if status.ready and status.versions is not None:
+                return status.versions
+        held = self._versions
+        if held is not None and time.monotonic() - held[0] < VERSIONS_TTL_S:
+            return held[1]
+        return None
+
+    def versions(self) -> Versions | None:
+        """known_versions(), read from the catalog when it is older than VERSIONS_TTL_S (without the replica, or
+        before it has loaded: queries read the lake then). WarehouseUnavailable when the catalog cannot be read.
+        """
+        known = self.known_versions()
+        if known is not None:
+            return known
+        with self._versions_lock:  # one catalog read at a time; the others then take its result
+            known = self.known_versions()
+            if known is not None:
+                return known
+            read_at = time.monotonic()
+            with self._cursor() as cursor:
+                try:
+                    versions = self._read(lambda: self._follow_lake(cursor))
+                except duckdb.Error as exc:  # whatever the catalog answered: no version known, so no hit
+                    raise WarehouseUnavailable(f"the lake's snapshots cannot be read: {exc}") from exc
+            self._versions = (read_at, versions)
+            return versions
+
+    def _follow_lake(self, cursor: duckdb.DuckDBPyConnection) -> Versions:
+        """The lake's current snapshot, the changes since the last look, and the watermarks: one read transaction."""
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            row = cursor.execute(f"SELECT id FROM {self.alias}.current_snapshot()").fetchone()
+            assert row is not None
+            snapshot = int(row[0])
+            history, moved = self._history.follow(cursor, snapshot)
+            held = self._versions
+            marks: Mapping[str, Marks] = (
+                read_marks(cursor, f"{self.alias}.main.{WATERMARKS}")
+                if held is None or WATERMARKS in moved
+                else held[1].marks
+            )
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+        self._history = history
+        return history.versions(snapshot, marks)
+
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         cursor = self._connection().cursor()
@@ -254,6 +325,34 @@ class QueryEngine:
             self._watermarks[tenant_id] = (now, marks)
         return marks
 
+    def _built_definitions(
+        self, cursor: duckdb.DuckDBPyConnection, tenant_id: str, alias: str
+    ) -> definitions.Built | None:
+        """Per grain, the fingerprint of the definition each metric's rollups were built by; None: no rollups.
+
+        Read from the watermarks table as _watermark_map reads it (the replica's in the query's
+        transaction, the lake's cached a few seconds). A table built before it had the column says
+        nothing: every metric reads as not built by the catalogue's definition.
+        """
+        if alias == self.alias:
+            with self._lock:
+                cached = self._definitions.get(tenant_id)
+            if cached and time.monotonic() - cached[0] < WATERMARK_TTL_S:
+                return cached[1]
+        sql = f"SELECT * FROM {alias}.main.fct_warehouse_watermarks WHERE tenant_id = ?"
+        result = self._read(lambda: cursor.execute(sql, [tenant_id]))
+        names = [column[0] for column in result.description or []]
+        rows = result.fetchall()
+        built: definitions.Built | None = None
+        if rows:
+            grain = names.index("granularity")
+            listed = names.index("metric_definitions") if "metric_definitions" in names else None
+            built = {row[grain]: definitions.parse(row[listed] if listed is not None else None) for row in rows}
+        if alias == self.alias:
+            with self._lock:
+                self._definitions[tenant_id] = (time.monotonic(), built)
+        return built
+
     def watermark(self, tenant_id: str) -> datetime | None:
         """The time up to which the tenant's warehouse numbers are complete (the minute grain's)."""
         with self._cursor() as cursor:
@@ -265,6 +364,12 @@ class QueryEngine:
 
     def run(self, tenant_id: str, request: QueryRequest, now: datetime | None = None) -> QueryResult:
         """Answer one query for one tenant (QueryError: the request; WarehouseUnavailable: try later)."""
+        return self.run_stamped(tenant_id, request, now)[0]
+
+    def run_stamped(
+        self, tenant_id: str, request: QueryRequest, now: datetime | None = None
+    ) -> tuple[QueryResult, Stamp | None]:
+        """run(), and what the answer was computed from (None: not known, e.g. before the replica has loaded)."""
         began = time.perf_counter()
         moment = (now or datetime.now(UTC)).timestamp()
         query = validate(tenant_id, request, self.catalogue, self.settings)
@@ -277,7 +382,11 @@ class QueryEngine:
             def fetch_arrow(sql: str, params: list[Any]) -> pa.Table:
                 return _capped(self._fetch_arrow(cursor, f"SELECT * FROM ({sql}) LIMIT {cap + 1}", params), cap)
 
-            marks = self._watermark_map(cursor, tenant_id, rollups.alias)
+            versions = rollups.versions
+            if rollups.alias == self.alias and versions is not None:  # the lake: the watermarks versions read
+                marks = dict(versions.marks.get(tenant_id, {}))
+            else:
+                marks = self._watermark_map(cursor, tenant_id, rollups.alias)
             plan = planner.plan(
                 query,
                 self.catalogue,
@@ -286,6 +395,9 @@ class QueryEngine:
                 self.minute_retention_days,
                 self.settings.realtime_retention_s,
             )
+            # Rollups built by another definition than the catalogue's: raw events, or a caveat.
+            built = None if plan.raw_reason else self._built_definitions(cursor, tenant_id, rollups.alias)
+            stale = definitions.reconcile(plan, query, self.catalogue, self._fingerprints, built, self.settings)
             if plan.raw_reason:
                 # Raw by its dimensions was refused before (validation.check); raw by old minutes shows here.
                 check_raw_range(query.span_s, plan.raw_reason, self.settings)
@@ -316,15 +428,26 @@ class QueryEngine:
                     answer.caveats.append(caveat)
         if len(answer.cells) > cap:  # the realtime layer's groups, added to the warehouse's
             raise too_many_cells(cap)
-        return build_result(query, self.catalogue, answer, plan.watermark, (time.perf_counter() - began) * 1000)
+        answer.caveats.extend(stale)
+        result = build_result(query, self.catalogue, answer, plan.watermark, (time.perf_counter() - began) * 1000)
+        stamp = None
+        if versions is not None:
+            sources = [part.source for part in answer.parts]
+            stamp = versions.stamp(sources, query.buckets.start, query.buckets.end, marks)
+        return result, stamp
 
     @contextlib.contextmanager
     def _rollup_reads(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[_RollupReads]:
         """Where this query reads rollups; from the replica, inside one read transaction of it."""
         reads = _RollupReads(cursor, self._rollup_alias())
         if reads.alias != self.alias:
+            assert self._replica is not None
+            reads.versions = self._replica.status().versions  # published after its data: never ahead of it
             cursor.execute("BEGIN TRANSACTION")
             reads.open = True
+        else:  # the lake: what the catalog says now, read before the data
+            with contextlib.suppress(WarehouseUnavailable):  # the query may still answer; it is not cached then
+                reads.versions = self.versions()
         try:
             yield reads
         finally:

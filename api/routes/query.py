@@ -1,4 +1,10 @@
-"""The catalogue and queries: planned, merged with realtime, cached."""
+"""The catalogue and queries: planned, merged with realtime, cached.
+
+A cached answer is served only while the data it was computed from is still what the warehouse holds
+(api/engine/versions.py): the engine's Versions, an in-memory lookup (the replica's, or the catalog's
+read at most once a second without it), judge the entry's stamp; a stale entry is computed again and
+overwritten. Answers without a stamp (the catalog could not be read) are not cached.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from analytics_core.catalogue import GRANULARITIES
 from analytics_core.settings import Settings
 from api.cache import render, template
 from api.deps import SettingsDep, StateDep, TenantDep
-from api.engine import QueryError, WarehouseUnavailable, check
+from api.engine import QueryError, Stamp, Versions, WarehouseUnavailable, check
 from api.models import CatalogueAnswer, QueryRequest, QueryResult, dump
 from api.openapi import ERRORS
 from api.responses import error, ok
@@ -85,15 +91,18 @@ async def query(
     except QueryError as exc:
         return error(400, str(exc), field=exc.field, rule=exc.rule)
     cached = await state.cache.get(who.tenant_id, body)
-    if cached is not None:  # served from the event loop: no thread hop, no JSON parsing
-        stored, age, ttl = cached
-        elapsed = time.perf_counter() - started
-        state.metrics.cache_hits.inc()
-        state.metrics.query_seconds.labels("cache").observe(elapsed)
-        return ok(render(stored, True, age, ttl, elapsed * 1000))
+    if cached is not None:  # served from the event loop: no JSON parsing of the answer, no thread hop but a
+        versions = await _versions(state)  # catalog read at most once a second without the replica
+        if versions is not None and _current(versions, who.tenant_id, cached.stamp):
+            elapsed = time.perf_counter() - started
+            state.metrics.cache_hits.inc()
+            state.metrics.query_seconds.labels("cache").observe(elapsed)
+            return ok(render(cached.template, True, cached.age_s, cached.ttl_s, elapsed * 1000))
+        if versions is not None:  # the data changed since: computed again, the entry overwritten
+            state.metrics.cache_stale.inc()
     state.metrics.cache_misses.inc()
     try:
-        result = await run_in_threadpool(_run_query, state, who.tenant_id, body)
+        result, stamp = await run_in_threadpool(_run_query, state, who.tenant_id, body)
     except QueryError as exc:
         return error(400, str(exc), field=exc.field, rule=exc.rule)
     except WarehouseUnavailable as exc:
@@ -109,16 +118,40 @@ async def query(
         state.metrics.realtime_missing.inc()
     ttl = _ttl(settings, result)
     stored = template(dump(result))
-    if not degraded:  # an answer missing realtime numbers only because Redis was down is not kept
-        await state.cache.put(who.tenant_id, body, stored, ttl)
+    # Not kept: an answer missing realtime numbers only because Redis was down, or not known to be current.
+    if not degraded and stamp is not None:
+        await state.cache.put(who.tenant_id, body, stored, ttl, stamp.encode())
     elapsed = time.perf_counter() - started
     source = prov.parts[0].source if prov.parts else "none"
     state.metrics.query_seconds.labels(source).observe(elapsed)
     return ok(render(stored, False, 0.0, ttl, elapsed * 1000))
 
 
-def _run_query(state: ApiState, tenant_id: str, body: QueryRequest) -> QueryResult:
-    return state.query_engine().run(tenant_id, body)
+def _run_query(state: ApiState, tenant_id: str, body: QueryRequest) -> tuple[QueryResult, Stamp | None]:
+    return state.query_engine().run_stamped(tenant_id, body)
+
+
+async def _versions(state: ApiState) -> Versions | None:
+    """What the warehouse holds now, as the engine knows it: in memory, or read from the catalog in a thread
+    (without the replica, at most once per VERSIONS_TTL_S). None: not known (no engine yet, the catalog
+    unreadable), and no cached answer can be judged current."""
+    engine = state.engine
+    if engine is None:
+        return None
+    versions = engine.known_versions()
+    if versions is not None:
+        return versions
+    try:
+        return await run_in_threadpool(engine.versions)
+    except WarehouseUnavailable:
+        return None
+
+
+def _current(versions: Versions, tenant_id: str, stamp: bytes) -> bool:
+    try:
+        return versions.current(tenant_id, Stamp.decode(stamp))
+    except ValueError:  # not a stamp this code wrote: a miss, overwritten
+        return False
 
 
 def _ttl(settings: Settings, result: QueryResult) -> int:

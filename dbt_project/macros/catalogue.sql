@@ -18,10 +18,10 @@
     {{ return(found) }}
 {%- endmacro %}
 
-{#- SQL condition an event meets to count towards a metric. -#}
+{#- SQL condition an event meets to count towards a metric (humans_only unless said otherwise, as the API reads it). -#}
 {% macro metric_condition(metric) -%}
     {%- set parts = [] -%}
-    {%- if metric.get('humans_only') -%}{%- do parts.append('not is_bot') -%}{%- endif -%}
+    {%- if metric.get('humans_only', true) -%}{%- do parts.append('not is_bot') -%}{%- endif -%}
     {%- if metric.get('event_types') -%}
         {%- set quoted = [] -%}
         {%- for event_type in metric['event_types'] -%}{%- do quoted.append(dbt.string_literal(event_type)) -%}{%- endfor -%}

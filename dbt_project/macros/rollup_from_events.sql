@@ -1,16 +1,20 @@
 {#-
     Minute and hour rollups, from the staged events. Incremental runs rebuild exactly the buckets
     that received events since the last build, however late those events came, plus every bucket
-    from `rebuild_from` on.
+    from `rebuild_from` on. With `window` (two timestamp literals), the rows of the buckets in
+    [window[0], window[1]) instead, whatever was built before: one slice of a metric's history
+    rebuild (sync_metric_definitions). `metrics`: only these catalogue metrics (default: all stored).
 -#}
-{% macro rollup_from_events(grain, retention_days=none) %}
+{% macro rollup_from_events(grain, retention_days=none, metrics=none, window=none) %}
 {%- set dims = rollup_dimensions() %}
 {%- set bucket = dbt.date_trunc(grain, 'event_at') %}
-{%- set additive = catalogue_metrics(['count', 'sum']) %}
+{%- set incremental = is_incremental() and window is none %}
+{%- set additive = [] %}
+{%- for name, metric in catalogue_metrics(['count', 'sum']) if metrics is none or name in metrics %}{% do additive.append((name, metric)) %}{% endfor %}
 {%- set uniques = [] %}
-{%- for name, metric in catalogue_metrics(['unique']) %}{% do uniques.append((name, metric_condition(metric))) %}{% endfor %}
+{%- for name, metric in catalogue_metrics(['unique']) if metrics is none or name in metrics %}{% do uniques.append((name, metric_condition(metric))) %}{% endfor %}
 {%- set dimension_sets = var('metric_catalogue')['dimension_sets'] %}
-{%- set sketch_sets = var('metric_catalogue').get('sketch_dimension_sets', dimension_sets) %}
+{%- set sketch_sets = var('metric_catalogue').get('sketch_dimension_sets') or dimension_sets %}
 
 with
 
@@ -20,7 +24,7 @@ events as (
 
 ),
 
-{% if is_incremental() %}
+{% if incremental %}
 touched_buckets as (
 
     select distinct tenant_id, {{ bucket }} as window_start
@@ -41,11 +45,13 @@ bucketed as (
         revenue,
         is_bot
     from events
-    {% if is_incremental() %}
+    {% if incremental %}
     inner join touched_buckets
         on events.tenant_id = touched_buckets.tenant_id
         and {{ bucket }} = touched_buckets.window_start
     where events.event_at >= (select min(window_start) from touched_buckets)
+    {% elif window %}
+    where events.event_at >= {{ window[0] }} and events.event_at < {{ window[1] }}
     {% else %}
     where true
     {% endif %}
@@ -55,6 +61,7 @@ bucketed as (
 
 ),
 
+{% if additive %}
 set_measures as (
 
     select
@@ -78,6 +85,7 @@ additive_rows as (
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}
 ),
+{% endif %}
 
 {% if uniques %}
 set_sketches as (
@@ -95,9 +103,13 @@ unique_rows as (
 
 final as (
 
+    {% if additive %}
     select {{ rollup_columns(grain) }} from additive_rows
-    {% if uniques %}
+    {% endif %}
+    {% if additive and uniques %}
     union all
+    {% endif %}
+    {% if uniques %}
     select {{ rollup_columns(grain) }} from unique_rows
     {% endif %}
 

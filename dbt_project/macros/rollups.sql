@@ -68,7 +68,15 @@
     {%- endfor %}
 {%- endmacro %}
 
-{#- The final columns, shared by every grain. -#}
+{#- The names of the rollup columns, in table order (inserts of a history rebuild name them). -#}
+{% macro rollup_column_names() -%}
+    {{ return(
+        ['tenant_id', 'metric', 'dimension_set'] + rollup_dimensions()
+        + ['granularity', 'window_start', 'window_end', 'value', 'sketch', '_built_at']
+    ) }}
+{%- endmacro %}
+
+{#- The final columns, shared by every grain (rollup_column_names lists them). -#}
 {% macro rollup_columns(grain) -%}
     tenant_id,
     metric,

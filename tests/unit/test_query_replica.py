@@ -319,3 +319,32 @@ def test_rollup_sql_binds_every_value_for_the_lake_and_the_replica(in_memory: bo
         assert injection not in sql and "t' --" not in sql
         assert sql.count("?") == len(params)
         assert ("|| ''" in sql) is not in_memory  # filters pushed into in-memory scans only
+
+
+def test_each_refresh_publishes_what_the_answer_cache_checks(reader: Reader, writer: duckdb.DuckDBPyConnection) -> None:
+    """The replica's Versions: its snapshot, the last change of each table, every tenant's watermarks."""
+    reader.replica.refresh()
+    status = reader.replica.status()
+    versions = status.versions
+    assert versions is not None and versions.snapshot == status.snapshot_id
+    mark = 1772409600.0  # 2026-03-02, the writer's watermark
+    assert versions.marks == {"t1": {"minute": mark}}
+    week = (int(mark) - 7 * 86400, int(mark) - 86400)  # a closed week before the watermark
+    hour = versions.stamp(["rollup_hour"], *week, versions.marks["t1"])
+    day = versions.stamp(["rollup_day", "realtime"], *week, versions.marks["t1"])
+    writer.execute("DELETE FROM lake.fct_metrics_hour WHERE country = 'c3'")  # a restated hour
+    writer.execute("INSERT INTO lake.loader_offsets VALUES ('t', 0, 1, now())")  # another table
+    assert reader.replica.refresh()
+    versions = reader.replica.status().versions
+    assert versions is not None and versions.snapshot == reader.current()
+    assert not versions.current("t1", hour) and versions.current("t1", day)
+    # The watermark moves on past the week: still current; into it: not.
+    writer.execute(f"UPDATE lake.{WATERMARKS} SET complete_until = complete_until + INTERVAL 1 HOUR")
+    assert reader.replica.refresh()
+    versions = reader.replica.status().versions
+    assert versions is not None and versions.marks == {"t1": {"minute": mark + 3600}}
+    assert versions.current("t1", day)
+    writer.execute(f"UPDATE lake.{WATERMARKS} SET complete_until = complete_until - INTERVAL 3 DAY")
+    assert reader.replica.refresh()
+    versions = reader.replica.status().versions
+    assert versions is not None and not versions.current("t1", day)

@@ -12,7 +12,8 @@ transaction: a query (itself one read transaction, api/engine/query_engine.py) s
 before or after it, never half of it, and never a watermark ahead of the rollups it reads. Until
 the first load commits queries read the lake. When the lake cannot be read the replica keeps
 serving what it has; `status()` says which snapshot that is and since when it has not been
-confirmed current.
+confirmed current, and (`versions`) which snapshot last changed each table the answer cache checks
+its entries against (api/engine/versions.py).
 
 - `__init__.py` (here): Replica: attach() to the engine's connection, the refresh thread (start(),
   stop()), status() and wait().
@@ -34,6 +35,7 @@ import duckdb
 
 from api.engine.replica.refresh import ROLLUP_TABLES, TABLES, WATERMARKS, WHOLE_AFTER_FAILURES, ReplicaRefresh
 from api.engine.replica.status import ReplicaNotReady, ReplicaStatus, iso
+from api.engine.versions import LakeHistory
 
 __all__ = [
     "ROLLUP_TABLES",
@@ -79,6 +81,7 @@ class Replica(ReplicaRefresh):
         self._failures = 0  # refreshes failed in a row
         self._feed_failures = 0  # change feeds that failed to apply, in a row (not counting an unreadable lake)
         self._rebuild_next = False  # after a few of those: copy the lake whole again
+        self._history = LakeHistory(lake)  # which lake tables changed when, as far as the replica has followed
 
     # -- lifecycle -------------------------------------------------------------------------------
 

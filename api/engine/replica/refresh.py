@@ -16,6 +16,10 @@ them in (_rebuild). After a change, a checkpoint compresses what was written (_c
 Each refresh is one DuckDB transaction over all four tables, reading the lake at one snapshot: a
 query (itself one read transaction, api/engine/query_engine.py) sees the replica before or after
 it, never half of it, and never a watermark ahead of the rollups it reads.
+
+Each refresh also follows the lake's history (api/engine/versions.py, LakeHistory: the last snapshot
+that changed each rollup table, the watermarks and the staged events) and publishes, with the
+replica's snapshot, the Versions the answer cache checks its entries against.
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
 from api.engine.replica.status import ReplicaNotReady, ReplicaStatus
+from api.engine.versions import ROLLUP_TABLES, WATERMARKS, LakeHistory, Marks, read_marks
 
 log = logging.getLogger(__name__)
 
-ROLLUP_TABLES = ("fct_metrics_day", "fct_metrics_hour", "fct_metrics_minute")
-WATERMARKS = "fct_warehouse_watermarks"
 TABLES = (*ROLLUP_TABLES, WATERMARKS)
 LOAD_ROWS = 1_000_000  # rows copied per transaction (and checkpoint) by the initial load
 # Rows are written in this order (each part of the initial load, each refresh's inserts): a row
@@ -100,6 +104,7 @@ class ReplicaRefresh:
     _active: duckdb.DuckDBPyConnection | None
     _feed_failures: int
     _rebuild_next: bool
+    _history: LakeHistory  # the lake's history as far as the published replica has followed it
 
     # Defined by Replica: publish a new status (after a good refresh, also clearing the failure counts).
     _publish: Callable[..., None]
@@ -144,6 +149,7 @@ class ReplicaRefresh:
         with _transaction(cursor):
             snapshot = self._current(cursor)
             snapshot_time = self._snapshot_time(cursor, snapshot)
+            history, _ = self._history.follow(cursor, snapshot)
             ids = self._lake_ids(cursor)
             missing = [t for t in TABLES if t not in ids]
             if missing:
@@ -165,6 +171,7 @@ class ReplicaRefresh:
                 f"CREATE OR REPLACE TABLE {self.alias}.main.{_NEW}{WATERMARKS} AS"
                 f" SELECT * FROM {self.lake}.main.{WATERMARKS}"
             )
+            marks = read_marks(cursor, f"{self.alias}.main.{_NEW}{WATERMARKS}")
         for name in ROLLUP_TABLES:
             first, last = spans[name]
             for start in range(first, last + 1, LOAD_ROWS):
@@ -185,7 +192,9 @@ class ReplicaRefresh:
         rows = self._counts(cursor, TABLES)
         self._tables = tables
         self._rebuild_next = False
+        self._history = history
         self._publish(
+            versions=history.versions(snapshot, marks),
             snapshot_id=snapshot,
             snapshot_time=snapshot_time,
             synced_at=seen_at,
@@ -216,7 +225,7 @@ class ReplicaRefresh:
             if snapshot == old:
                 self._succeeded(ready=True, synced_at=seen_at)
                 return False
-            changed, snapshot_time = self._changed_tables(cursor, old, snapshot)
+            changed, snapshot_time, feed = self._changed_tables(cursor, old, snapshot)
             if changed is None:
                 raise _RebuildNeeded(f"snapshot {old} has expired from the lake")
             tables: dict[str, _Table] = {}
@@ -242,10 +251,24 @@ class ReplicaRefresh:
                     if name in changed:
                         counts[name] = self._apply(cursor, name, tables[name], old, snapshot, copied)
             rows = {**self._status.rows, **self._counts(cursor, counts)}
+            history, _ = self._history.follow(cursor, snapshot, feed if self._history.until == old else None)
+            known = self._status.versions
+            marks: Mapping[str, Marks] = (
+                known.marks
+                if known is not None and WATERMARKS not in counts
+                else read_marks(cursor, f"{self.alias}.main.{WATERMARKS}")
+            )
         self._tables.update(tables)
+        self._history = history
         more = {"refreshes": self._status.refreshes + 1, "changes": counts, "copied": tuple(copied)} if counts else {}
         self._succeeded(
-            ready=True, snapshot_id=snapshot, snapshot_time=snapshot_time, synced_at=seen_at, rows=rows, **more
+            ready=True,
+            snapshot_id=snapshot,
+            snapshot_time=snapshot_time,
+            synced_at=seen_at,
+            rows=rows,
+            versions=history.versions(snapshot, marks),
+            **more,
         )
         if counts:
             log.info(
@@ -295,16 +318,18 @@ class ReplicaRefresh:
 
     def _changed_tables(
         self, cursor: duckdb.DuckDBPyConnection, old: int, snapshot: int
-    ) -> tuple[set[str] | None, datetime | None]:
-        """Replicated tables that snapshots (old, snapshot] changed (None: that history is expired); commit time."""
+    ) -> tuple[set[str] | None, datetime | None, list[tuple[int, Any]]]:
+        """Replicated tables that snapshots (old, snapshot] changed (None: that history is expired); commit time;
+        the snapshots [old, snapshot] and their changes (for the history the answer cache checks)."""
         rows = cursor.execute(
             f"SELECT snapshot_id, snapshot_time, changes FROM ducklake_snapshots('{self.lake}')"
             " WHERE snapshot_id >= ? AND snapshot_id <= ? ORDER BY snapshot_id",
             [old, snapshot],
         ).fetchall()
         snapshot_time = rows[-1][1] if rows and rows[-1][0] == snapshot else None
+        feed = [(int(snapshot_id), changes) for snapshot_id, _, changes in rows]
         if not rows or rows[0][0] != old:  # the replica's snapshot expired: its changes are gone
-            return None, snapshot_time
+            return None, snapshot_time, feed
         touched: set[str] = set()
         for _, _, changes in rows[1:]:
             for values in (changes or {}).values():
@@ -314,7 +339,7 @@ class ReplicaRefresh:
             # Tables are named by id (inserted into, deleted from, merged) or by schema.name (created).
             if {str(table.table_id), name, f"main.{name}"} & touched:
                 changed.add(name)
-        return changed, snapshot_time
+        return changed, snapshot_time, feed
 
     def _lake_ids(self, cursor: duckdb.DuckDBPyConnection) -> dict[str, int]:
         rows = cursor.execute(

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from api.engine.versions import Versions
+
 
 class ReplicaNotReady(RuntimeError):
     """The lake has no rollups to copy yet (not built), or could not be read."""
@@ -26,6 +28,9 @@ class ReplicaStatus:
     refreshes: int = 0  # refreshes that changed the replica (the initial load is the first)
     changes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last change: table -> (removed, added)
     copied: tuple[str, ...] = ()  # tables the last change copied whole rather than from the change feed
+    # What the replica's data is, for the answer cache: the lake snapshot it equals, the last change of each
+    # watched table and every tenant's watermarks (api/engine/versions.py); None until the first load.
+    versions: Versions | None = None
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the replica was last known to equal the lake."""

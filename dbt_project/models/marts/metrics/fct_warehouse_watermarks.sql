@@ -2,7 +2,14 @@
 -- is in that grain's buckets (later arrivals, e.g. offline devices, restate buckets as corrections).
 -- Per Kafka partition, the staged events are complete up to the latest one received; the lake is
 -- complete up to the earliest of those. The query API reads realtime numbers past this point.
-{{ config(materialized='table', tags=['minute', 'hourly']) }}
+-- `metric_definitions` lists, as `metric=fingerprint,...`, the definition each stored metric's
+-- history at that grain was built by (fct_metric_definitions, written by the rollup models): the
+-- API compares them with its catalogue's, in the same read as the watermark.
+{{ config(
+    materialized='table',
+    tags=['minute', 'hourly'],
+    pre_hook="{{ ensure_metric_definitions() }}",
+) }}
 
 with
 
@@ -67,6 +74,16 @@ grain_watermarks as (
 
 ),
 
+definitions as (
+
+    select
+        granularity,
+        {{ dbt.listagg("metric || '=' || fingerprint", "','", "order by metric") }} as metric_definitions
+    from {{ metric_definitions_relation() }}
+    group by granularity
+
+),
+
 tenants as (
 
     select distinct tenant_id from events
@@ -79,9 +96,11 @@ final as (
         tenants.tenant_id,
         grain_watermarks.granularity,
         grain_watermarks.complete_until,
-        grain_watermarks.built_at as rollups_built_at
+        grain_watermarks.built_at as rollups_built_at,
+        definitions.metric_definitions
     from tenants
     cross join grain_watermarks
+    left join definitions on grain_watermarks.granularity = definitions.granularity
 
 )
 
