@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from api.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.conftest import RunningCollector
 from tests.integration.dbt_runs import run_dbt
+from tests.replica_checks import wait_ready
 from tests.servers import serve
 from tests.wall_buckets import bucket_starts, local_midnight, wall_bucket
 
@@ -136,7 +136,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) -> 
 def api(lake: Settings) -> Iterator[str]:
     try:
         with serve(create_app(lake)) as url:
-            _wait_ready(url)
+            wait_ready(url)
             yield url
     finally:
         conn = redis_client(lake)  # the answers cached under the module's key prefix
@@ -148,25 +148,17 @@ def api(lake: Settings) -> Iterator[str]:
             conn.close()
 
 
-def _wait_ready(url: str, timeout: float = 60.0) -> None:
-    """Until /readyz answers 200 with the in-memory replica loaded (queries read it from then on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(f"{url}/readyz", timeout=5)
-            if answer.status_code == 200 and answer.json().get("replica", "").startswith("snapshot"):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready within {timeout:.0f} s")
-
-
 def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
     answer = httpx.post(f"{url}/api/v1/query", json=body, headers={"Authorization": f"Bearer {READ_KEY}"}, timeout=60)
     assert answer.status_code == 200, answer.text
     document: dict[str, Any] = answer.json()
     return document
+
+
+def post_body(url: str, content: bytes) -> httpx.Response:
+    """POST these bytes as the query's JSON body, as they are (broken JSON, text that is not UTF-8)."""
+    headers = {"Authorization": f"Bearer {READ_KEY}", "Content-Type": "application/json"}
+    return httpx.post(f"{url}/api/v1/query", content=content, headers=headers, timeout=10)
 
 
 def local_range(day: date, grain: str) -> tuple[date, date]:
@@ -317,12 +309,7 @@ def test_the_api_names_line_and_column_of_broken_json(api: str, content: bytes) 
     with pytest.raises(json.JSONDecodeError) as parsed:
         json.loads(content)
     where = f"line {parsed.value.lineno}, column {parsed.value.colno}"
-    answer = httpx.post(
-        f"{api}/api/v1/query",
-        content=content,
-        headers={"Authorization": f"Bearer {READ_KEY}", "Content-Type": "application/json"},
-        timeout=10,
-    )
+    answer = post_body(api, content)
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": f"body: invalid JSON at {where}: {parsed.value.msg}",
@@ -332,12 +319,7 @@ def test_the_api_names_line_and_column_of_broken_json(api: str, content: bytes) 
 
 
 def test_the_example_of_the_report(api: str) -> None:
-    answer = httpx.post(
-        f"{api}/api/v1/query",
-        content=BROKEN[0],
-        headers={"Authorization": f"Bearer {READ_KEY}", "Content-Type": "application/json"},
-        timeout=10,
-    )
+    answer = post_body(api, BROKEN[0])
     assert answer.json()["error"] == "body: invalid JSON at line 3, column 25: Expecting ',' delimiter"
 
 
@@ -351,12 +333,7 @@ NOT_UTF8 = [
 def test_a_body_that_is_not_utf8_names_its_bad_byte(
     api: str, collector: RunningCollector, content: bytes, where: str
 ) -> None:
-    answer = httpx.post(
-        f"{api}/api/v1/query",
-        content=content,
-        headers={"Authorization": f"Bearer {READ_KEY}", "Content-Type": "application/json"},
-        timeout=10,
-    )
+    answer = post_body(api, content)
     assert answer.status_code == 400, answer.text
     assert (answer.json()["field"], answer.json()["rule"]) == ("body", "json_invalid")
     assert answer.json()["error"].startswith(f"body: invalid JSON at {where}"), answer.json()
@@ -366,12 +343,7 @@ def test_a_body_that_is_not_utf8_names_its_bad_byte(
 
 
 def test_an_empty_body_is_a_missing_body(api: str) -> None:
-    answer = httpx.post(
-        f"{api}/api/v1/query",
-        content=b"",
-        headers={"Authorization": f"Bearer {READ_KEY}", "Content-Type": "application/json"},
-        timeout=10,
-    )
+    answer = post_body(api, b"")
     assert answer.status_code == 400, answer.text
     assert (answer.json()["field"], answer.json()["rule"]) == ("body", "missing")
 

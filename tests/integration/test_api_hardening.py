@@ -39,6 +39,7 @@ from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.dbt_runs import run_dbt
 from tests.integration.query_lake import events_sql, insert_block
 from tests.integration.realtime_fill import write_realtime
+from tests.replica_checks import wait_ready
 from tests.servers import free_port, serve
 
 pytestmark = pytest.mark.integration
@@ -151,24 +152,10 @@ def api(lake: Settings, realtime: None) -> Iterator[str]:
     """The API app in this process (uvicorn in a thread), over the lake, Redis, and the module's key prefix."""
     try:
         with serve(create_app(lake)) as url:
-            _wait_ready(url)
+            wait_ready(url)
             yield url
     finally:
         _drop_prefix(lake)
-
-
-def _wait_ready(url: str, timeout: float = 60.0) -> None:
-    """Until /readyz answers 200 with the in-memory replica loaded (queries read it from then on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(f"{url}/readyz", timeout=5)
-            if answer.status_code == 200 and answer.json().get("replica", "").startswith("snapshot"):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready within {timeout:.0f} s")
 
 
 def ask(url: str, tenant: str, body: dict[str, Any], timeout: float = 60) -> httpx.Response:
@@ -282,7 +269,7 @@ def start_server(settings: Settings, log_dir: Path, name: str, workers: int = 1,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        _wait_ready(server.url, timeout=120)
+        wait_ready(server.url, timeout=120)
     except AssertionError:
         server.stop()
         raise AssertionError(f"{name} did not start: {log.read_text()[-3000:]}") from None
