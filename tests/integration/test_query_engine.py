@@ -38,6 +38,10 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TODAY = NOW.replace(hour=0, minute=0)
 LAKE_UNTIL = NOW - timedelta(minutes=30)  # the warehouse's events end here; later ones are realtime only
+# The speed-layer cases cover whole hours the warehouse holds and the live minutes past it, at any time of
+# day: from the UTC day of three hours before LAKE_UNTIL (yesterday between 00:00 and 03:30) to tomorrow.
+SPAN_FROM = (LAKE_UNTIL - timedelta(hours=3)).replace(hour=0, minute=0)
+SPAN_END = TODAY + timedelta(days=1)
 BLOCKS = (  # start, end, events of tenant_a
     (datetime(2026, 3, 5, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC), 17_000, "mar"),
     (datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC), 11_000, "nov"),
@@ -502,7 +506,7 @@ def speed_engine(
     may hold millions of keys: a SCAN per test would take seconds).
     """
     settings = lake.model_copy(update={"redis_key_prefix": f"test:{uuid.uuid4().hex[:10]}:"})
-    since = TODAY - timedelta(days=1)
+    since = SPAN_FROM
     columns = [c[0] for c in truth.execute("SELECT * FROM truth LIMIT 0").description]
     rows = truth.execute(
         "SELECT * FROM truth WHERE tenant_id = 'tenant_a' AND ts >= ? UNION ALL SELECT * FROM live", [since]
@@ -523,15 +527,15 @@ def speed_engine(
 
 SPEED_CASES = [
     Case(
-        "today_uniques_outside_two_countries",
+        "recent_uniques_outside_two_countries",
         ["active_users", "events"],
-        TODAY,
-        TODAY + timedelta(days=1),
+        SPAN_FROM,
+        SPAN_END,
         "hour",
         filters=[{"dimension": "country", "op": "not_in", "values": ["US", "DE"]}],
         where="country NOT IN ('US', 'DE')",
     ),
-    Case("today_by_hour", ALL_METRICS, TODAY, TODAY + timedelta(days=1), "hour"),
+    Case("recent_by_hour", ALL_METRICS, SPAN_FROM, SPAN_END, "hour"),
     Case(
         "last_hours_by_country_filtered",
         ["events", "purchases", "revenue"],
@@ -543,18 +547,18 @@ SPEED_CASES = [
         where="device IN ('desktop', 'mobile')",
     ),
     Case(
-        "today_uniques_by_country",
+        "recent_uniques_by_country",
         ["active_users", "purchasers", "conversion_rate", "events"],
-        TODAY,
-        TODAY + timedelta(days=1),
+        SPAN_FROM,
+        SPAN_END,
         "day",
         group_by=["country"],
     ),
     Case(
-        "today_top_3_countries",
+        "recent_top_3_countries",
         ["events", "active_users", "revenue"],
-        TODAY,
-        TODAY + timedelta(days=1),
+        SPAN_FROM,
+        SPAN_END,
         "hour",
         group_by=["country"],
         top_n=3,
@@ -620,9 +624,9 @@ def test_ranges_before_the_watermark_do_not_touch_redis(lake: Settings) -> None:
 def test_past_redis_retention_the_warehouse_answers_alone_with_caveats(
     speed_engine: QueryEngine, truth: duckdb.DuckDBPyConnection
 ) -> None:
-    """A day later Redis would hold none of today's minutes: warehouse numbers, and says so."""
+    """A day after the range Redis holds none of its minutes: warehouse numbers, and says so."""
     case = SPEED_CASES[1]
-    result = speed_engine.run(case.tenant, case.request(), now=datetime.now(UTC) + timedelta(days=1))
+    result = speed_engine.run(case.tenant, case.request(), now=case.end + timedelta(days=1))
     check(result, expected(truth, case, result.granularity), case)  # the warehouse's events only
     caveats = " ".join(result.provenance.incomplete)
     assert "Redis no longer holds those minutes" in caveats and "unique counts" in caveats
