@@ -1,9 +1,9 @@
 """One unique-user sketch format for the warehouse and the realtime layer: HLL++-style.
 
-Today the two layers keep incompatible HyperLogLogs (analytics_core/sketches.py: DuckDB `hash()`,
-p = 14, top bits pick the register; realtime/hll.py: Redis's MurmurHash64A, p = 14, low bits pick
-it), so a rollup sketch and a live Redis HLL cannot be merged. This module is the format both will
-use; nothing is wired to it yet.
+The two layers kept incompatible HyperLogLogs (analytics_core/sketches.py: DuckDB `hash()`, p = 14,
+top bits pick the register; the realtime layer: Redis's MurmurHash64A, p = 14, low bits pick it), so
+a rollup sketch and a live Redis HLL could not be merged. This module is the format both use: the
+realtime layer keeps its uniques keys in it (realtime/hll.py, docs/REALTIME.md); the rollups not yet.
 
 **Hash.** One 64-bit hash per user key, DuckDB's `hash(VARCHAR)` (UBIGINT): dbt computes it in SQL,
 Python (`hash_keys`) in an in-process DuckDB connection over an Arrow string array, and both give the
@@ -49,7 +49,7 @@ rows into 100 groups on DuckDB 1.5.5: 1.2 s instead of 2.7 s; the bit string is 
 (or, for the rank, the rest) expression; tests/unit/test_hll.py runs them and compares with
 `index_and_rank`.
 
-**How each layer will store it (the next step, not done here):**
+**How each layer stores it (the realtime layer as below; dbt not yet):**
 
 - dbt (DuckDB rollups): one BLOB column `sketch` holding `to_bytes()`, the same bytes as Redis,
   built by this module registered as DuckDB Python functions in a dbt-duckdb plugin

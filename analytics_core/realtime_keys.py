@@ -6,26 +6,38 @@ keys live in one Redis Cluster slot and one MULTI/EXEC can cover a batch and its
 - counters  `rt:{T}:c:<minute>`  hash; field = counter_field(metric, dimension set, values);
             counts as integers, sums as integer micro-units (value * SUM_SCALE, rounded), so
             adding in any order gives the same total and reconciles exactly with the warehouse.
-- uniques   `rt:{T}:u:<grain>:<bucket>:<field>`  a Redis HyperLogLog of user keys.
+- uniques   `rt:{T}:u:<grain>:<bucket>:<field>`  string: the users' sketch in analytics_core/hll.py's
+            format, `Sketch.to_bytes()` (the warehouse's format too), kept by realtime/hll.py's merge
+            script. The first byte is the format version and kind: 0x10 = sparse, the users' 8-byte
+            little-endian DuckDB hashes (append-only: it may repeat hashes, readers take the set;
+            exact), 0x11 = dense, 2^16 one-byte registers (65537 bytes; standard error 0.41 %).
+            A value of any other first byte, such as b"HYLL" (Redis's native HyperLogLog, this
+            key's format before), is not read: readers skip it with a log line (`uniques_sketch`)
+            and the consumer's next write to the key replaces it (its users are lost until the
+            bucket expires); nothing rebuilds it.
 - offsets   `rt:{T}:offsets`  hash; field = Kafka partition, value = last offset applied for T.
 - updates   `rt:{T}:updates`  pub/sub channel; a JSON message after each applied batch.
 - alive     `rt:alive`  set once the consumer has written; gone = Redis lost its data.
 - seen      `rt:{T}:seen:<hour>`  set of event ids applied, by hour received (duplicates count once).
-- scratch   `rt:{T}:scratch`  a dense HLL merged into a uniques key, deleted in the same transaction.
 
-`<minute>` and `<bucket>` are the bucket's UTC start in epoch seconds; `<grain>` is minute, hour
-or day. Dimensions outside the field's dimension set hold `*` (analytics_core.catalogue.ALL), as
-in the warehouse rollups. Keys expire `retention` seconds after their bucket ends.
+`<minute>` and `<bucket>` are the bucket's UTC start in epoch seconds. The consumer writes uniques
+keys of `<grain>` minute only: a longer bucket is the warehouse's sketch before its watermark merged
+with the minute sketches after it. Dimensions outside the field's dimension set hold `*`
+(analytics_core.catalogue.ALL), as in the warehouse rollups. Keys expire `retention` seconds after
+their bucket ends.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 
 from analytics_core.catalogue import Granularity
+from analytics_core.hll import Sketch, SketchError
 from analytics_core.settings import Settings
 
+log = logging.getLogger(__name__)
 SUM_SCALE = 1_000_000  # sums are stored in micro-units
 GRAIN_SECONDS: dict[Granularity, int] = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -37,7 +49,7 @@ def bucket_start(epoch_s: int, grain: Granularity) -> int:
 
 
 def counter_field(metric: str, dimension_set: str, values: Sequence[str]) -> str:
-    """Hash field (or HLL key suffix) of a metric in a dimension set; `values` in catalogue order."""
+    """Hash field (or uniques key suffix) of a metric in a dimension set; `values` in catalogue order."""
     return json.dumps([metric, dimension_set, *values], separators=(",", ":"), ensure_ascii=False)
 
 
@@ -71,9 +83,6 @@ class RealtimeKeys:
     def seen(self, tenant_id: str, hour: int) -> str:
         return f"{self._tenant(tenant_id)}:seen:{hour}"
 
-    def scratch(self, tenant_id: str) -> str:
-        return f"{self._tenant(tenant_id)}:scratch"
-
     def offsets(self, tenant_id: str) -> str:
         return f"{self._tenant(tenant_id)}:offsets"
 
@@ -98,3 +107,15 @@ class RealtimeKeys:
 def expire_at(bucket: int, grain: Granularity, retention_s: int) -> int:
     """Epoch second at which a key of this bucket expires."""
     return bucket + GRAIN_SECONDS[grain] + retention_s
+
+
+def uniques_sketch(value: bytes | None, key: str = "") -> Sketch | None:
+    """The sketch a uniques key's value holds; None when the key is missing or its value is not a sketch of this
+    format (an old native HyperLogLog: logged, read as no users)."""
+    if value is None:
+        return None
+    try:
+        return Sketch.from_bytes(value)
+    except SketchError as exc:
+        log.warning("uniques key %s holds no sketch of this format (%r...): skipped (%s)", key, bytes(value[:4]), exc)
+        return None

@@ -124,6 +124,8 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "ANALYTICS_DBT_DATA_PATH": str(data_path(settings).resolve()),
         "ANALYTICS_DBT_EXTENSION_DIR": str((settings.cache_dir / "duckdb-extensions").resolve()),
         "ANALYTICS_DBT_TARGET": settings.warehouse_target,
+        # The checkout whose analytics_core the dbt-duckdb plugin imports (dbt_project/profiles.yml).
+        "ANALYTICS_DBT_MODULE_PATH": str(DBT_PROJECT_DIR.parent),
         "ANALYTICS_BIGQUERY_PROJECT": settings.bigquery_project or "unset-project",
         "ANALYTICS_BIGQUERY_DATASET": settings.bigquery_dataset,
         "ANALYTICS_BIGQUERY_LOCATION": settings.bigquery_location,

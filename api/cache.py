@@ -1,7 +1,7 @@
 """Answers cached in Redis: key = tenant + hash of the query (and of the catalogue it was answered with),
 value = the answer's JSON, when it was stored, and what it was computed from.
 
-An entry is `3|<stored at>|<ttl>|<stamp>|<answer>`. The stamp (api/engine/versions.py, Stamp: the lake
+An entry is `4|<stored at>|<ttl>|<stamp>|<answer>`. The stamp (api/engine/versions.py, Stamp: the lake
 snapshot its data is at least as new as, the warehouse tables it read, its range and watermarks) is
 compact JSON without `|`; the caller serves the entry only while the engine's Versions say that is still
 what the warehouse holds, else computes the answer again and overwrites it. The catalogue's hash in the
@@ -32,7 +32,7 @@ from api.models import QueryRequest
 
 log = logging.getLogger("api.cache")
 TAIL = b'"cache":null,"elapsed_ms":null}}'  # how every stored answer ends: provenance's last two fields, null
-ENTRY_VERSION = b"3"  # the entry format: version|stored at|ttl|stamp|answer ending in TAIL
+ENTRY_VERSION = b"4"  # the entry format: version|stored at|ttl|stamp|answer ending in TAIL (4: rows have `partial`)
 
 
 class Cached(NamedTuple):

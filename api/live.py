@@ -15,8 +15,9 @@ from typing import Any
 
 import redis.asyncio
 
+from analytics_core import hll
 from analytics_core.catalogue import ALL, Catalogue
-from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, bucket_start, counter_field
+from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, bucket_start, counter_field, uniques_sketch
 
 
 def iso(epoch_s: float) -> str:
@@ -24,7 +25,7 @@ def iso(epoch_s: float) -> str:
 
 
 class LiveReader:
-    """Reads the total-level counters and HLLs the realtime consumer keeps for one tenant."""
+    """Reads the total-level counters and unique-user sketches the realtime consumer keeps for one tenant."""
 
     def __init__(self, catalogue: Catalogue, keys: RealtimeKeys, window_s: int) -> None:
         stars = [ALL] * len(catalogue.rollup_dimensions)
@@ -52,19 +53,27 @@ class LiveReader:
         return [{"minute": iso(m), **self._values(raw)} for m, raw in zip(minutes, rows, strict=True)]
 
     async def snapshot(self, client: redis.asyncio.Redis, tenant_id: str, now: float | None = None) -> dict[str, Any]:
-        """Per-minute totals over the live window, their sums, and distinct users seen in the window."""
+        """Per-minute totals over the live window, their sums, and distinct users seen in the window
+        (the union of the minutes' sketches)."""
         now = time.time() if now is None else now
         current = bucket_start(int(now), "minute")
         first = bucket_start(int(now) - self.window_s, "minute")
         minutes = list(range(first, current + 60, 60))
         series = await self.minutes(client, tenant_id, minutes)
         pipe = client.pipeline(transaction=False)
-        for name in self.unique:
-            field = self._unique_fields[name]
-            pipe.pfcount(*[self.keys.uniques(tenant_id, "minute", m, field) for m in minutes])
-        counts = await pipe.execute()
+        names = [
+            self.keys.uniques(tenant_id, "minute", m, self._unique_fields[u]) for u in self.unique for m in minutes
+        ]
+        for key in names:
+            pipe.get(key)
+        values = await pipe.execute()
+        unions = []
+        for i in range(len(self.unique)):
+            part = zip(names[i * len(minutes) : (i + 1) * len(minutes)], values[i * len(minutes) :], strict=False)
+            unions.append(hll.merge(s for key, v in part if (s := uniques_sketch(v, key)) is not None))
+        counts = hll.estimate_many(unions)
         totals = {name: sum(row[name] for row in series) for name, _ in self.additive}
-        users = dict(zip(self.unique, (int(c) for c in counts), strict=True))
+        users = {name: round(float(c)) for name, c in zip(self.unique, counts, strict=True)}
         for name, (num, den) in self.ratios.items():
             if num in users and den in users:
                 totals[name] = users[num] / users[den] if users[den] else None
@@ -74,7 +83,10 @@ class LiveReader:
             "window_start": iso(first),
             "totals": totals,
             "users": users,
-            "approximate": {name: "hyperloglog" for name in self.unique},
+            # Exact while a union holds at most 8,192 users (a sparse sketch), else within hll.STANDARD_ERROR.
+            "approximate": {
+                name: "exact" if u.is_sparse else "hyperloglog" for name, u in zip(self.unique, unions, strict=True)
+            },
             "minutes": series,
         }
 

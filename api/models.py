@@ -46,9 +46,16 @@ class QueryRequest(BaseModel):
     metrics: list[str] = Field(min_length=1, max_length=20, description="Catalogue metric names.")
     start: Time = Field(description="Range start, inclusive; without an offset it is read in `timezone`.")
     end: Time = Field(description="Range end, exclusive; without an offset it is read in `timezone`.")
-    granularity: Literal["minute", "hour", "day", "auto"] = Field(
+    granularity: Literal["minute", "hour", "day", "total", "auto"] = Field(
         default="auto",
-        description="Bucket size in `timezone`; auto: minute up to 3 hours, hour up to 7 days, else day.",
+        description="Bucket size in `timezone`; auto: minute up to 3 hours, hour up to 7 days, else day; total: one"
+        " bucket, the whole range (unique users over all of it, each user once).",
+    )
+    align: Literal["exact", "buckets"] = Field(
+        default="exact",
+        description="exact: the rows cover [start, end) and no more; a bucket cut by start or end is counted over"
+        " its part inside the range and marked `partial: true`. buckets: the range is widened to whole buckets"
+        " (the answer's `start` and `end` say so).",
     )
     group_by: list[str] = Field(default=[], max_length=6, description="Catalogue dimensions.")
     filters: list[Filter] = Field(default=[], max_length=20)
@@ -90,6 +97,14 @@ class Row:
             " last in its bucket; false for every real group, including one whose dimension values are null."
         ),
     ] = False
+    partial: Annotated[
+        bool,
+        Field(
+            description="True when the range cuts this bucket (the first one after a start inside it, the last one"
+            " before an end inside it): its values cover only the part inside the range, from `bucket` on or up to"
+            " the answer's `end`."
+        ),
+    ] = False
 
 
 class Part(BaseModel):
@@ -126,8 +141,13 @@ class Provenance(BaseModel):
 
 class QueryResult(BaseModel):
     metrics: list[str]
-    granularity: Literal["minute", "hour", "day"]
+    granularity: Literal["minute", "hour", "day", "total"]
     timezone: str
+    start: datetime = Field(
+        description="Start of the range the rows cover, in `timezone`: the one asked, or its"
+        " bucket's start with align=buckets."
+    )
+    end: datetime = Field(description="End (exclusive) of the range the rows cover.")
     group_by: list[str]
     rows: list[Row]
     truncated: bool = Field(default=False, description="More rows existed than the limit.")
@@ -153,7 +173,15 @@ def dump(result: QueryResult) -> dict[str, Any]:
         bucket = written.get(id(row.bucket))
         if bucket is None:
             bucket = written[id(row.bucket)] = orjson.dumps(row.bucket, option=orjson.OPT_UTC_Z)[1:-1].decode()
-        rows.append({"bucket": bucket, "dimensions": row.dimensions, "values": row.values, "rest": row.rest})
+        rows.append(
+            {
+                "bucket": bucket,
+                "dimensions": row.dimensions,
+                "values": row.values,
+                "rest": row.rest,
+                "partial": row.partial,
+            }
+        )
     return {name: rows if name == "rows" else out[name] for name in QueryResult.model_fields}
 
 

@@ -1,4 +1,4 @@
-"""Realtime consumer throughput: events/s from Kafka into the Redis counters and HLLs, against raw consume."""
+"""Realtime consumer throughput: events/s from Kafka into the Redis counters and user sketches, against raw consume."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         server = {k: v - server_before.get(k, 0) for k, v in _server_usec(client).items()}
         if stats.records != n or stats.applied + stats.duplicates != n:
             raise RuntimeError(f"realtime consumer handled {stats.records} of {n} events: {stats}")
+        uniques_bytes, uniques_keys = _uniques_memory(client, bench.redis_key_prefix)
     finally:
         _delete(bench, list(topics.all()), [realtime_group(bench), raw_group])
         _delete_keys(client, bench.redis_key_prefix)
@@ -74,6 +75,9 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         record("realtime_redis_per_event", sum(server.values()) / n, "us/event"),
         # Duplicate detection against the seen sets: the client's lookups plus Redis's SMISMEMBER and SADD.
         record("realtime_dedupe_per_event", dedupe_us / n, "us/event"),
+        # The unique-user keys the run left (every one still inside the retention): MEMORY USAGE summed, and how many.
+        record("realtime_uniques_memory", uniques_bytes / 1e6, "MB"),
+        record("realtime_uniques_keys", uniques_keys, "keys"),
     ]
 
 
@@ -81,6 +85,15 @@ def _server_usec(client: redis.Redis) -> dict[str, int]:
     """Microseconds Redis spent per command so far (INFO commandstats); EXEC's own figure includes its commands."""
     stats: Any = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items() if name != "cmdstat_exec"}
+
+
+def _uniques_memory(client: redis.Redis, prefix: str) -> tuple[int, int]:
+    """Bytes (MEMORY USAGE, summed) and number of the uniques keys under a key prefix (analytics_core/realtime_keys)."""
+    names = list(client.scan_iter(match=prefix + "rt:{*}:u:*", count=5_000))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.memory_usage(name)
+    return sum(pipe.execute()), len(names)
 
 
 def _delete_keys(client: redis.Redis, prefix: str) -> None:

@@ -1,4 +1,4 @@
-"""A batch of events → the increments of the Redis minute counters and the user keys of each HLL, in bulk.
+"""A batch of events → the increments of the Redis minute counters and the user keys of each minute sketch, in bulk.
 
 The semantics are those of the dbt rollups (dbt_project/macros/catalogue.sql and the staging model):
 bucket = the event's `timestamp` (UTC); null dimension values count as 'unknown'; user_key =
@@ -7,7 +7,7 @@ coalesce(user_id, anonymous_id), and events without one add no user; humans_only
 Sums are exact integers whatever their size (`group_sums`); the values must be within
 analytics_core/bounds.py (the consumer's decoder drops the rows that are not).
 
-Everything is numpy over dictionary codes: rows are grouped by (tenant, bucket, dimension values)
+Everything is numpy over dictionary codes: rows are grouped by (tenant, minute, dimension values)
 per dimension set with one pass each, so Python only runs per output cell, never per event.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics_core.catalogue import ALL, Catalogue, Granularity, Metric
+from analytics_core.catalogue import ALL, Catalogue, Metric
 from analytics_core.events import FIELDS
 from analytics_core.realtime_keys import GRAIN_SECONDS, SUM_SCALE, counter_field
 
@@ -34,13 +34,13 @@ _FIELD_CACHE_MAX = 200_000
 
 # (tenant, minute) → counter field → increment
 Counters = dict[tuple[str, int], dict[str, int]]
-# (tenant, grain, bucket start, counter field) of an HLL
-UniqueKey = tuple[str, Granularity, int, str]
+# (tenant, minute start, counter field) of a uniques key (a user sketch; minute grain only, docs/REALTIME.md)
+UniqueKey = tuple[str, int, str]
 
 
 @dataclass
 class UniquePairs:
-    """Each (HLL, user) pair of a batch: pair i adds users[user[i]] to keys[key[i]]. Pairs may repeat."""
+    """Each (uniques key, user) pair of a batch: pair i adds users[user[i]] to keys[key[i]]. Pairs may repeat."""
 
     keys: list[UniqueKey]
     key: np.ndarray
@@ -170,9 +170,8 @@ class Columns:
         encoded = pc.dictionary_encode(user_key)
         self.user = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         self.users: pa.Array = encoded.dictionary
-        self._buckets: dict[Granularity, tuple[np.ndarray, np.ndarray]] = {}
-        for grain in GRAIN_SECONDS:
-            self.buckets(grain)
+        # Each row's minute (a code into `minutes`, the distinct minute starts): counters and sketches are per minute.
+        self.minute, self.minutes = _bucket_codes(self.seconds - self.seconds % GRAIN_SECONDS["minute"])
 
     def subset(self, rows: np.ndarray) -> Columns:
         """The same columns for these rows only (the dictionaries stay: codes of absent values go unused)."""
@@ -183,14 +182,8 @@ class Columns:
         out.event_type_codes = self.event_type_codes[rows]
         out.sums = {c: v[rows] for c, v in self.sums.items()}
         out.has_user, out.user = self.has_user[rows], self.user[rows]
-        out._buckets = {g: (codes[rows], starts) for g, (codes, starts) in self._buckets.items()}
+        out.minute = self.minute[rows]
         return out
-
-    def buckets(self, grain: Granularity) -> tuple[np.ndarray, np.ndarray]:
-        if grain not in self._buckets:
-            size = GRAIN_SECONDS[grain]
-            self._buckets[grain] = _bucket_codes(self.seconds - self.seconds % size)
-        return self._buckets[grain]
 
     def condition(self, metric: Metric) -> np.ndarray:
         """Rows that count towards the metric (dbt's metric_condition)."""
@@ -202,7 +195,7 @@ class Columns:
 
 
 class Aggregator:
-    """Turns batches of events (Arrow tables with the canonical columns) into counter increments and HLL pairs."""
+    """Turns batches of events (Arrow tables with the canonical columns) into counter increments and sketch pairs."""
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
@@ -255,7 +248,7 @@ class Aggregator:
         out: Counters = {}
         if not cols.n:
             return out
-        minute_code, minutes = cols.buckets("minute")
+        minute_code, minutes = cols.minute, cols.minutes
         weights = {}
         for name, m in self.additive:
             cond = cols.condition(m)
@@ -277,7 +270,7 @@ class Aggregator:
         return out
 
     def unique_pairs(self, table: pa.Table, cols: Columns | None = None) -> UniquePairs:
-        """Every (HLL key, user) pair of the batch, for each unique metric, sketch dimension set and grain."""
+        """Every (uniques key, user) pair of the batch, for each unique metric, sketch dimension set and minute."""
         cols = cols or self.columns(table)
         keys: list[UniqueKey] = []
         key_parts: list[np.ndarray] = []
@@ -286,21 +279,17 @@ class Aggregator:
             rows = np.flatnonzero(cols.condition(m) & cols.has_user)
             if not rows.size:
                 continue
-            for grain in GRAIN_SECONDS:
-                code, starts = cols.buckets(grain)
-                for set_name, dim_index in self.sketch_sets:
-                    parts = [cols.tenant[rows], code[rows], *(cols.dims[d][rows] for d in dim_index)]
-                    sizes = [len(cols.tenants), len(starts), *(len(cols.dim_values[d]) for d in dim_index)]
-                    gid, rep = group(parts, sizes)
-                    reps = rows[rep]
-                    tenants = [cols.tenants[t] for t in cols.tenant[reps].tolist()]
-                    bucket = starts[code[reps]].tolist()
-                    values = self._values(cols, dim_index, reps)
-                    key_parts.append(gid + len(keys))
-                    keys.extend(
-                        (tenants[g], grain, bucket[g], self.field(name, set_name, values[g])) for g in range(len(rep))
-                    )
-                    user_parts.append(cols.user[rows])
+            for set_name, dim_index in self.sketch_sets:
+                parts = [cols.tenant[rows], cols.minute[rows], *(cols.dims[d][rows] for d in dim_index)]
+                sizes = [len(cols.tenants), len(cols.minutes), *(len(cols.dim_values[d]) for d in dim_index)]
+                gid, rep = group(parts, sizes)
+                reps = rows[rep]
+                tenants = [cols.tenants[t] for t in cols.tenant[reps].tolist()]
+                minutes = cols.minutes[cols.minute[reps]].tolist()
+                values = self._values(cols, dim_index, reps)
+                key_parts.append(gid + len(keys))
+                keys.extend((tenants[g], minutes[g], self.field(name, set_name, values[g])) for g in range(len(rep)))
+                user_parts.append(cols.user[rows])
         empty = np.zeros(0, dtype=np.int64)
         return UniquePairs(
             keys=keys,

@@ -2,11 +2,12 @@
 
 Before the transactions, one pipelined read: whether Redis still holds our data (`alive`), and which
 event ids were applied before (the `seen` sets of the hour received and the hour before); the writes
-are planned while Redis answers. A tenant's transaction holds its counter increments, HLL additions,
-seen ids, the last offset applied per partition, and the PUBLISH of its update, so a crash leaves
-each tenant either before or after the batch; records at or below the stored offset are skipped
-when Kafka delivers them again. All tenants' transactions (each still its own MULTI/EXEC) and the
-running totals go out in one write, and their replies are read (`settle`) before the next batch.
+are planned while Redis answers. A tenant's transaction holds its counter increments, unique-user
+sketch merges (realtime/hll.py), seen ids, the last offset applied per partition, and the PUBLISH of
+its update, so a crash leaves each tenant either before or after the batch; records at or below the
+stored offset are skipped when Kafka delivers them again. All tenants' transactions (each still its
+own MULTI/EXEC) and the running totals go out in one write, and their replies are read (`settle`)
+before the next batch.
 
 A command Redis refuses while executing a transaction (HINCRBY of a counter that would pass 64 bits,
 WRONGTYPE on a key something else wrote) is a data error of that tenant: Redis applied the rest of
@@ -32,9 +33,9 @@ from analytics_core.realtime_keys import RealtimeKeys
 from analytics_core.settings import Settings
 from realtime.aggregate import Aggregator, Columns
 from realtime.batch import EventBatch, SeenGroups
-from realtime.hll import RegisterMirror
+from realtime.hll import DENSE, EXACT, REPLACED, SketchMirror
 from realtime.resp import Commands, Exchange
-from realtime.writes import MERGE, TenantWrites, UserKeys, plan_hlls, transaction
+from realtime.writes import TenantWrites, UserKeys, plan_sketches, transaction
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class _Pending:
 
     exchange: Exchange
     writes: dict[str, TenantWrites]
-    blocks: list[tuple[Commands, list[tuple[int, int]]]]
+    blocks: list[tuple[Commands, int]]
     set_alive: bool
 
 
@@ -89,7 +90,7 @@ class RedisApplier:
         self.keys = RealtimeKeys.from_settings(settings)
         self.retention_s = settings.realtime_retention_s
         self.aggregator = Aggregator(catalogue)
-        self.mirror = RegisterMirror()
+        self.mirror = SketchMirror()
         self.offsets: dict[str, dict[int, int]] = {}  # tenant → partition → last offset applied
         self.alive_token: bytes | None = None  # the value of rt:alive this process last saw or set
         self.rebuilding = False  # sought back after Redis lost its data; rt:alive is set after the next write
@@ -244,7 +245,7 @@ class RedisApplier:
         for (t, minute), cell in self.aggregator.counters(prepared.table, cols).items():
             writes[t].counters[minute] = cell
         pairs = self.aggregator.unique_pairs(prepared.table, cols)
-        plan_hlls(pairs, users, writes, self.keys, self.mirror, self.retention_s)
+        plan_sketches(pairs, users, writes, self.keys, self.mirror, self.retention_s)
         return writes
 
     def _send(self, writes: dict[str, TenantWrites], stats: RealtimeStats, now: float, set_alive: bool) -> None:
@@ -268,18 +269,24 @@ class RedisApplier:
             return
         *results, totals = pending.exchange.results()
         refused = 0
-        for (t, w), (cmds, set_nx), result in zip(pending.writes.items(), pending.blocks, results, strict=True):
+        replaced: list[str] = []
+        for (t, w), (cmds, first), result in zip(pending.writes.items(), pending.blocks, results, strict=True):
             if cmds.errors:
                 refused += len(cmds.errors)
                 self._refused(t, cmds)
                 continue
             self.offsets.setdefault(t, {}).update(w.offsets)
-            if w.registers is not None:
-                self.mirror.raise_to(*w.registers)
-            dense = [h.row for h in w.hlls if h.mode == MERGE] + [row for at, row in set_nx if result[at] is not None]
-            if dense:
-                self.mirror.mark_dense(np.array(dense, dtype=np.int64))
-            self.mirror.mark_expiring(np.array([h.row for h in w.hlls], dtype=np.int64))
+            for sk, kind in zip(w.sketches, result[first : first + len(w.sketches)], strict=True):
+                self.mirror.written(sk.key, sk.hashes, dense=bool(kind & DENSE), exact=bool(kind & EXACT))
+                if kind & REPLACED:
+                    replaced.append(sk.key)
+        if replaced:
+            log.warning(
+                "%d uniques key(s) held a value of another format (Redis's own HyperLogLog of an older version?), "
+                "e.g. %s: replaced by this format's sketch; the users they held are lost until their buckets expire",
+                len(replaced),
+                replaced[0],
+            )
         if pending.set_alive:
             self.alive_token, self.rebuilding = totals[-1], False
         if refused:
@@ -288,7 +295,7 @@ class RedisApplier:
 
     def _refused(self, tenant: str, cmds: Commands) -> None:
         """Log a transaction's refused commands. What this process remembers of the tenant is dropped (its
-        stored offsets are read again; the register mirror is not raised), so nothing relies on them."""
+        stored offsets are read again; the sketch mirror learns nothing of the batch), so nothing relies on them."""
         at, error = cmds.errors[0]
         log.warning(
             "tenant %s: Redis refused %d of the %d commands of its batch, e.g. %s: %s; the others and the "

@@ -1,4 +1,4 @@
-"""The realtime consumer: tracking.events (group realtime.counters) → per-tenant live counters and HLLs in Redis.
+"""The realtime consumer: tracking.events (group realtime.counters) → per-tenant live counters and sketches in Redis.
 
 Records are read in micro-batches (realtime_batch_events or realtime_batch_seconds, whichever comes
 first), decoded with the loader's columnar decoder, and applied by realtime/apply.py, one MULTI/EXEC

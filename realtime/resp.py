@@ -1,4 +1,4 @@
-"""Redis commands packed in bulk: the many elements of PFADD, SADD and SMISMEMBER built with numpy.
+"""Redis commands packed in bulk: the many elements of SADD and SMISMEMBER built with numpy.
 
 A batch sends Redis a few hundred thousand user keys and event ids. Packed one Python string at a
 time (redis-py's pipeline) they cost more than all the rest of the batch; here the RESP bulk strings
@@ -40,7 +40,7 @@ class Elements:
     """RESP bulk strings (`$<length>\r\n<bytes>\r\n`) as one Arrow large_binary array, element by element.
 
     Built once per distinct string (`pack`), then gathered by `take` for each command that sends them
-    (a user key goes to a dozen HLLs): Arrow copies the bytes, no Python object per element.
+    (`take`): Arrow copies the bytes, no Python object per element.
     """
 
     def __init__(self, packed: pa.LargeBinaryArray) -> None:
@@ -125,7 +125,7 @@ class Commands:
         return self._count - 1
 
     def add_with_elements(self, name: str, key: str, elements: memoryview, count: int) -> int:
-        """Queue `name key <count packed elements>` (PFADD, SADD, SMISMEMBER ...); returns its position."""
+        """Queue `name key <count packed elements>` (SADD, SMISMEMBER ...); returns its position."""
         key_bytes = key.encode()
         head = b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (count + 2, len(name), name.encode(), len(key_bytes), key_bytes)
         self._parts.append(head)

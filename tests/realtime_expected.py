@@ -17,24 +17,25 @@ from typing import Any
 import redis
 from confluent_kafka import TopicPartition
 
-from analytics_core.catalogue import Catalogue, Granularity
+from analytics_core import hll
+from analytics_core.catalogue import Catalogue
 from analytics_core.clients import kafka_consumer
+from analytics_core.hll import Sketch
 from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field
 from analytics_core.registry import TopicSchemaStore
 from analytics_core.serde import EventDeserializer, WireFormatError
 from analytics_core.settings import Settings
 from analytics_core.topics import EVENTS_SUBJECT, Topics
 
-GRAINS: tuple[tuple[Granularity, int], ...] = (("minute", 60), ("hour", 3600), ("day", 86400))
 Counters = dict[tuple[str, int], dict[str, int]]
-Uniques = dict[tuple[str, Granularity, int, str], set[str]]
+Uniques = dict[tuple[str, int, str], set[str]]  # (tenant, minute, field) → users: sketches are per minute only
 
 
 def naive(catalogue: Catalogue, events: list[dict[str, Any]]) -> tuple[Counters, Uniques]:
-    """Minute counters and HLL user sets, one event at a time, from the rules of the dbt rollups."""
+    """Minute counters and minute unique-user sets, one event at a time, from the rules of the dbt rollups."""
     dims = [name for name, d in catalogue.dimensions.items() if d.rollup]
     counters: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    uniques: dict[tuple[str, Granularity, int, str], set[str]] = defaultdict(set)
+    uniques: dict[tuple[str, int, str], set[str]] = defaultdict(set)
     for e in events:
         seconds = e["timestamp"] // 1_000_000
         values = {d: e[d] if e[d] is not None else "unknown" for d in dims}
@@ -49,11 +50,10 @@ def naive(catalogue: Catalogue, events: list[dict[str, Any]]) -> tuple[Counters,
                     f = counter_field(name, set_name, [values[d] if d in dset else "*" for d in dims])
                     counters[(e["tenant_id"], seconds - seconds % 60)][f] += amount
             elif m.kind == "unique" and user is not None:
-                for grain, size in GRAINS:
-                    for dset in catalogue.sketch_dimension_sets:
-                        set_name = ",".join(d for d in dims if d in dset)
-                        f = counter_field(name, set_name, [values[d] if d in dset else "*" for d in dims])
-                        uniques[(e["tenant_id"], grain, seconds - seconds % size, f)].add(user)
+                for dset in catalogue.sketch_dimension_sets:
+                    set_name = ",".join(d for d in dims if d in dset)
+                    f = counter_field(name, set_name, [values[d] if d in dset else "*" for d in dims])
+                    uniques[(e["tenant_id"], seconds - seconds % 60, f)].add(user)
     nonzero = {k: {f: v for f, v in cell.items() if v} for k, cell in counters.items()}
     return {k: cell for k, cell in nonzero.items() if cell}, dict(uniques)
 
@@ -186,12 +186,21 @@ def written_keys(prefix: str, want: Expected) -> list[str]:
     hours = {(e["tenant_id"], e["received_at"] // 3_600_000_000 * 3600) for e in want.events}
     return [
         *(keys.counters(t, m) for t, m in want.counters),
-        *(keys.uniques(*k) for k in want.uniques),
+        *(keys.uniques(t, "minute", m, f) for t, m, f in want.uniques),
         *(keys.seen(t, h) for t, h in hours),
         *(keys.offsets(t) for t in want.offsets),
         keys.stats,
         keys.alive,
     ]
+
+
+def coarser_uniques_keys(prefix: str, uniques: Uniques) -> list[str]:
+    """The hour and day uniques keys of the same users and fields, which the consumer no longer writes (the API
+    joins the warehouse's sketch before the watermark to the minute sketches after it)."""
+    keys = RealtimeKeys(prefix)
+    out = {keys.uniques(t, "hour", m - m % 3600, f) for t, m, f in uniques}
+    out |= {keys.uniques(t, "day", m - m % 86400, f) for t, m, f in uniques}
+    return sorted(out)
 
 
 def hash_of(client: redis.Redis, key: str) -> dict[str, str]:
@@ -200,19 +209,30 @@ def hash_of(client: redis.Redis, key: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in stored.items()}
 
 
-def registers(client: redis.Redis, key: str) -> list[int]:
-    """The 16384 registers of a Redis HyperLogLog (PFDEBUG GETREG)."""
-    found: list[int] = client.execute_command("PFDEBUG", "GETREG", key)
-    return found
+def sketches_of(client: redis.Redis, names: list[str]) -> list[bytes | None]:
+    """The values of uniques keys (GET, pipelined)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return list(pipe.execute())
 
 
-def registers_of(client: redis.Redis, scratch: str, users: set[str]) -> list[int]:
-    """The registers Redis's own PFADD gives these users (in a scratch key, deleted afterwards)."""
-    client.delete(scratch)
-    users_list = sorted(users)
-    for i in range(0, len(users_list), 10_000):
-        client.pfadd(scratch, *users_list[i : i + 10_000])
-    try:
-        return registers(client, scratch)
-    finally:
-        client.delete(scratch)
+def assert_sketches_match(client: redis.Redis, prefix: str, uniques: Uniques) -> None:
+    """Every uniques key holds the sketch of exactly its expected users (the same set or registers as
+    analytics_core/hll.py's Sketch.from_keys of them), and its count is exact up to SPARSE_MAX users, within
+    4 standard errors above (and within 1 % summed over those keys)."""
+    keys = RealtimeKeys(prefix)
+    names = [keys.uniques(t, "minute", m, f) for t, m, f in uniques]
+    dense_true = dense_est = 0.0
+    for k, value in zip(uniques, sketches_of(client, names), strict=True):
+        assert value is not None, f"{k}: no sketch"
+        got = Sketch.from_bytes(value)
+        users = uniques[k]
+        assert got == Sketch.from_keys(sorted(users)), f"{k}: not the sketch of its {len(users)} users"
+        if len(users) <= hll.SPARSE_MAX:
+            assert got.is_sparse and got.estimate() == len(users)
+        else:
+            assert not got.is_sparse and abs(got.estimate() - len(users)) <= 4 * hll.STANDARD_ERROR * len(users)
+            dense_true += len(users)
+            dense_est += got.estimate()
+    assert abs(dense_est - dense_true) <= 0.01 * dense_true

@@ -13,12 +13,12 @@ here; the engine imports nothing of the HTTP layer, only api/models.py (the requ
 - `from_rollups.py`: strategy: a query answered from the rollups, plus the realtime Redis numbers past the
   watermark (RollupPath).
 - `from_raw_events.py`: strategy: a query answered exactly from the staged raw events (answer_from_raw).
-- `realtime_reads.py`: reading the realtime layer's Redis counters and HyperLogLogs (RealtimeSource).
+- `realtime_reads.py`: reading the realtime layer's Redis counters and user sketches (RealtimeSource).
 - `sql/`: the SQL over the warehouse: `rollups.py`, `raw_events.py` and the `parts.py` they share.
 - `replica/`: the in-memory replica of the rollup tables and its change-feed refresh thread.
 - `versions.py`: what an answer was computed from (Stamp) and what the lake holds now (Versions, LakeHistory):
   whether a cached answer is still current.
-- `answer.py`: the numbers as they are gathered (Answer), sketch merging, and the QueryResult built from them.
+- `answer.py`: the numbers as they are gathered (Answer), which are estimates, and the QueryResult built from them.
 - `errors.py`: QueryError (the caller's mistake, 400) and WarehouseUnavailable (retry later, 503).
 """
 

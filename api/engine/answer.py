@@ -1,7 +1,7 @@
 """The numbers of a query as they are gathered from its sources, and the QueryResult built from them.
 
-Answer collects the cells (bucket, group) and their provenance; OTHER is the group of the top-N rest;
-merged_estimates unions unique-user sketches (HyperLogLog registers) read from the rollups.
+Answer collects the cells (bucket, group) and their provenance, and which metrics are estimates (unique
+counts past 8,192 users); OTHER is the group of the top-N rest.
 
 A group is a tuple of the group-by values, None for a dimension the events have no value for (raw
 events: no page, no experiment); the rest is OTHER, the empty tuple, which no real group is (they
@@ -11,17 +11,12 @@ rest row is told apart by `rest: true` (api/models.py, Row).
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from analytics_core import sketches
+from analytics_core import hll
 from analytics_core.catalogue import Catalogue, Metric
 from api.engine.validation import Query
 from api.models import Approximation, Part, Provenance, QueryResult, Row, Source
@@ -33,71 +28,25 @@ Group = tuple[str | None, ...]  # group-by values, None where the events have no
 # where NULL is also a missing value); the answer null values and `rest: true`.
 OTHER: Group = ()
 
-UNIQUE_RELATIVE_ERROR = 0.02  # HyperLogLog with 2^14 registers: standard error 0.81 %, bound ~2.5 sigma
+# Unique counts from sketches (analytics_core/hll.py; the rollups' and the realtime layer's are one format):
+# exact while a count's sketch is sparse (at most 8,192 users), else a HyperLogLog of 2^16 registers:
+# standard error 0.41 %, bound ~2.5 sigma.
+UNIQUE_RELATIVE_ERROR = round(2.5 * hll.STANDARD_ERROR, 3)  # 0.01
 ValuesReader = Callable[[dict[str, float]], dict[str, float | None]]
-
-
-def merged_estimate(filled: int, harmonic: float) -> float:
-    """Distinct count of a merged sketch from its non-empty register count and sum of 2^-rank.
-
-    The same estimator as analytics_core.sketches.estimate, fed by the merged registers' count and
-    harmonic sum instead of the register list; a unit test keeps the two equal.
-    """
-    m = sketches.REGISTERS
-    total = _empty_term(filled) + harmonic
-    return sketches.ALPHA_INF * m * m / total
-
-
-@functools.lru_cache(maxsize=sketches.REGISTERS + 1)
-def _empty_term(filled: int) -> float:
-    m = sketches.REGISTERS
-    return m * sketches.sigma((m - filled) / m)
-
-
-# 2^-rank of a register's rank; an empty register (rank 0) is counted by sigma instead.
-_RANK_WEIGHT = np.where(np.arange(64) > 0, 2.0 ** -np.arange(64, dtype=np.float64), 0.0)
-MERGE_GROUPS = 64  # unions held densely at once: 64 x 2^14 one-byte registers (1 MB; their weights 8 MB)
-
-
-def merged_estimates(owners: np.ndarray, count: int, sketches_column: pa.ChunkedArray | pa.Array) -> list[float]:
-    """The estimate of each of `count` unions of sketches: row i's sketch (if any) goes to union owners[i].
-
-    Sketches are lists of `index * 64 + rank`. The unions are dense arrays of 2^14 one-byte
-    registers, MERGE_GROUPS at a time, raised to their sketches' ranks by one numpy maximum.at.
-    """
-    lists = sketches_column.combine_chunks() if isinstance(sketches_column, pa.ChunkedArray) else sketches_column
-    owners = np.asarray(owners, dtype=np.int32)
-    if count > MERGE_GROUPS and np.any(owners[1:] < owners[:-1]):  # each batch of unions one stretch of registers
-        order = np.argsort(owners, kind="stable")
-        owners, lists = owners[order], lists.take(pa.array(order))
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    packed = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    union = np.repeat(owners, lengths)
-    if count > MERGE_GROUPS:
-        cuts = np.searchsorted(union, np.arange(0, count + MERGE_GROUPS, MERGE_GROUPS))
-    else:
-        cuts = np.array([0, len(union)])
-    out: list[float] = []
-    for batch, first in enumerate(range(0, count, MERGE_GROUPS)):
-        size = min(count, first + MERGE_GROUPS) - first
-        part = packed[cuts[batch] : cuts[batch + 1]]
-        slot = ((union[cuts[batch] : cuts[batch + 1]] - first) << sketches.PRECISION) | (part >> 6)
-        dense = np.zeros((size, sketches.REGISTERS), dtype=np.uint8)
-        np.maximum.at(dense.reshape(-1), slot, (part & 63).astype(np.uint8))
-        filled = np.count_nonzero(dense, axis=1)
-        harmonic = _RANK_WEIGHT[dense].sum(axis=1)
-        out += [merged_estimate(int(f), float(h)) for f, h in zip(filled, harmonic, strict=True)]
-    return out
 
 
 @dataclass
 class Answer:
     cells: dict[tuple[int, Group], dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     parts: list[Part] = field(default_factory=list)
-    approximate: set[str] = field(default_factory=set)  # base metrics that are estimates
+    approximate: dict[str, float] = field(default_factory=dict)  # base metric -> bound of its relative error
     realtime: bool = False
     realtime_unavailable: str | None = None
     caveats: list[str] = field(default_factory=list)
+
+    def estimated(self, metric: str, relative_error: float) -> None:
+        """Mark a base metric's numbers as estimates within this relative error (the largest one given wins)."""
+        self.approximate[metric] = max(relative_error, self.approximate.get(metric, 0.0))
 
     def add(self, bucket: int, group: Group, metric: str, value: float) -> None:
         cell = self.cells[(bucket, group)]
@@ -198,14 +147,17 @@ def build_result(
             else Row(labels[b], dict.fromkeys(group_by), values(cells.get((b, g), empty)), True)
             for b, g in keys[: query.limit]
         ]
+    buckets = query.buckets
+    if buckets.first_partial or buckets.last_partial:
+        last = buckets.count - 1
+        for row, (b, _) in zip(rows, keys, strict=False):
+            row.partial = (b == 0 and buckets.first_partial) or (b == last and buckets.last_partial)
     approximate = {}
     for name, metric in metrics:
         parts = [metric.numerator, metric.denominator] if metric.kind == "ratio" else [name]
-        estimated = [p for p in parts if p in answer.approximate]
-        if estimated:
-            approximate[name] = Approximation(
-                method="hyperloglog", relative_error=UNIQUE_RELATIVE_ERROR * len(estimated)
-            )
+        errors = [answer.approximate[p] for p in parts if p in answer.approximate]
+        if errors:  # a ratio's error: at most the sum of its parts'
+            approximate[name] = Approximation(method="hyperloglog", relative_error=round(sum(errors), 6))
     provenance = Provenance(
         parts=answer.parts,
         watermark=datetime.fromtimestamp(watermark, UTC) if watermark is not None else None,
@@ -219,6 +171,8 @@ def build_result(
         metrics=list(query.metrics),
         granularity=query.buckets.grain,
         timezone=query.timezone,
+        start=datetime.fromtimestamp(query.buckets.start, query.buckets.zone),
+        end=datetime.fromtimestamp(query.buckets.end, query.buckets.zone),
         group_by=list(query.group_by),
         rows=rows,
         truncated=len(keys) > query.limit,

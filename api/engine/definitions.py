@@ -45,7 +45,7 @@ def stale_rollups(
     """
     if built is None or plan.raw_reason:
         return {}
-    grains = sorted({p.grain for p in plan.pieces_in("complete", "stale")})
+    grains = sorted({p.grain for p in plan.pieces_in("complete", "stale") if p.grain != "raw"})
     stale: dict[str, list[Granularity]] = {}
     for metric in query.base_metrics:
         wrong = [g for g in grains if built.get(g, {}).get(metric) != current.get(metric)]

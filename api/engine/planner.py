@@ -6,21 +6,28 @@ the minute) into three stages:
 - complete  [start, W): rollups. Every bucket is tiled with the coarsest UTC grain that fits it
   exactly and is complete (ends before that grain's watermark): day rollups for UTC days, hours
   for whole-hour offsets and DST days, minutes at :30/:45 offsets (kept `minute_retention_days`).
+  What no grain fits (part of a minute at a range edge; minutes older than their retention, at
+  :30/:45 offsets or at an edge) is a "raw" piece: the staged events of that stretch.
 - stale     [W, F): past the watermark but older than Redis keeps (F: the first minute Redis
   still holds); rollups only, with a caveat. Empty while the warehouse keeps up.
 - live      [F, end): Redis minute counters for additive metrics; rollups (caveat) without Redis.
+  An end inside the current minute reads that minute whole: the rest of it has not happened.
 
-Unique metrics cannot add a warehouse sketch to a Redis HyperLogLog, so a bucket reaching past W
-takes its unique counts from Redis for the whole bucket when Redis still holds every key that
-tiles it, else from the warehouse alone (caveat). A query whose dimensions no stored set covers,
-or whose buckets need minutes older than the minute retention, is answered from raw events.
+A bucket cut by the range (timebuckets: `partial`) is tiled like any other: its part inside the
+range from the coarsest grains that fit it, down to minutes, then raw events.
+
+Unique metrics: the warehouse's sketches and Redis's are one format (analytics_core/hll.py), so a
+bucket reaching past W counts the union of its rollup sketches (everything the warehouse holds of
+it) and the Redis minute sketches of its minutes from F on (`unique_minutes`); a bucket with raw
+pieces adds the sketch of their users. A user in several is one user; minutes in [W, F) are in
+neither whole (the stale caveat). A query whose dimensions no stored set covers, or that starts
+inside a minute past W, is answered from raw events alone.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 from analytics_core.catalogue import GRANULARITIES, Catalogue, Granularity
@@ -34,9 +41,12 @@ _NEVER = -math.inf
 _ALWAYS = math.inf
 
 
+PieceGrain = Granularity | Literal["raw"]  # "raw": staged events, where no rollup grain fits
+
+
 @dataclass(frozen=True)
 class Piece:
-    grain: Granularity
+    grain: PieceGrain
     start: int
     end: int
     bucket: int
@@ -52,40 +62,57 @@ class Plan:
     realtime_floor: int  # F: first minute Redis still holds, >= W
     pieces: list[Piece] = field(default_factory=list)
     late_buckets: list[int] = field(default_factory=list)  # buckets reaching past W
-    unique_tiles: dict[int, list[tuple[Granularity, int]]] = field(default_factory=dict)  # late bucket → HLL keys
+    # late bucket → the minutes (UTC starts) of Redis sketches its unique counts add: from F, up to now
+    unique_minutes: dict[int, list[int]] = field(default_factory=dict)
 
     def pieces_in(self, *stages: Stage) -> list[Piece]:
         return [p for p in self.pieces if p.stage in stages]
 
 
+def _step(t: int, end: int, caps: dict[Granularity, float], minute_from: float) -> tuple[Granularity, int] | None:
+    """The coarsest grain whose buckets can tile on from t (and where that run stops), or None."""
+    for grain in COARSEST_FIRST:
+        size = GRAIN_SECONDS[grain]
+        if t % size or (grain == "minute" and t < minute_from):
+            continue
+        limit = min(end, caps[grain])
+        if limit - t < size:
+            continue
+        stop = t + int((limit - t) // size) * size
+        if grain != "day":  # hand over to the coarser grain at its next boundary
+            coarser = GRAIN_SECONDS["day" if grain == "hour" else "hour"]
+            stop = min(stop, (t // coarser + 1) * coarser)
+        if stop > t:
+            return grain, stop
+    return None
+
+
+def _add(out: list[tuple[PieceGrain, int, int]], grain: PieceGrain, start: int, stop: int) -> None:
+    if out and out[-1][0] == grain and out[-1][2] == start:
+        out[-1] = (grain, out[-1][1], stop)
+    else:
+        out.append((grain, start, stop))
+
+
 def tile(
-    start: int, end: int, caps: dict[Granularity, float], minute_from: float
-) -> list[tuple[Granularity, int, int]] | None:
+    start: int, end: int, caps: dict[Granularity, float], minute_from: float, raw: bool = False
+) -> list[tuple[PieceGrain, int, int]] | None:
     """[start, end) as runs of the coarsest UTC grain that fits; a grain's buckets must end by its cap.
 
-    None when some stretch fits no grain (minutes needed before `minute_from`, or not whole minutes).
+    Where no grain fits (minutes needed before `minute_from`, or not whole minutes): None, or with
+    `raw` a "raw" run up to the next minute (staged events answer it).
     """
-    out: list[tuple[Granularity, int, int]] = []
+    out: list[tuple[PieceGrain, int, int]] = []
     t = start
     while t < end:
-        for grain in COARSEST_FIRST:
-            size = GRAIN_SECONDS[grain]
-            if t % size or (grain == "minute" and t < minute_from):
-                continue
-            limit = min(end, caps[grain])
-            if limit - t < size:
-                continue
-            stop = t + int((limit - t) // size) * size
-            if grain != "day":  # hand over to the coarser grain at its next boundary
-                coarser = GRAIN_SECONDS["day" if grain == "hour" else "hour"]
-                stop = min(stop, (t // coarser + 1) * coarser)
-            if stop > t:
-                if out and out[-1][0] == grain and out[-1][2] == t:
-                    out[-1] = (grain, out[-1][1], stop)
-                else:
-                    out.append((grain, t, stop))
-                t = stop
-                break
+        step = _step(t, end, caps, minute_from)
+        if step is not None:
+            _add(out, *step[:1], t, step[1])
+            t = step[1]
+        elif raw:
+            stop = min(end, (t // 60 + 1) * 60)
+            _add(out, "raw", t, stop)
+            t = stop
         else:
             return None
     return out
@@ -123,37 +150,43 @@ def plan(
     complete: dict[Granularity, float] = {g: watermarks.get(g, _NEVER) for g in GRANULARITIES}
     fresh = {**complete, "minute": _ALWAYS}  # past W: minutes are the freshest grain
     anyhow: dict[Granularity, float] = dict.fromkeys(GRANULARITIES, _ALWAYS)
+    # An end inside the current minute (or later): the rest of that minute has not happened, so the
+    # minute is read whole past the watermark (Redis counts whole minutes).
+    bounds = list(buckets.bounds)
+    if bounds[-1] % 60 and bounds[-1] >= now:
+        bounds[-1] = (bounds[-1] // 60 + 1) * 60
+    end_of_range = bounds[-1]
     stages: tuple[tuple[Stage, int, int], ...] = (
         ("complete", buckets.start, w),
-        ("stale", w, f),
-        ("live", f, buckets.end),
+        ("stale", w, max(f, w)),
+        ("live", max(f, w), end_of_range),
     )
     for stage, lo, hi in stages:
         if lo >= hi:
             continue
         for i in range(buckets.index(lo), buckets.count):
-            start, end = buckets.bounds[i], buckets.bounds[i + 1]
+            start, end = bounds[i], bounds[i + 1]
             if start >= hi:
                 break
             a, b = max(start, lo), min(end, hi)
-            tiles = tile(a, b, complete, minute_from) if stage == "complete" else tile(a, b, fresh, minute_from)
-            if tiles is None and stage != "complete":
-                tiles = tile(a, b, anyhow, _NEVER)
+            # Before W, what no rollup grain fits comes from the staged events ("raw" pieces); past it
+            # the staged events are incomplete, so a stretch there that fits no grain sends the whole
+            # query to raw events (which then end at W).
+            if stage == "complete":
+                tiles = tile(a, b, complete, minute_from, raw=True)
+            else:
+                tiles = tile(a, b, fresh, minute_from) or tile(a, b, anyhow, _NEVER)
             if tiles is None:
                 result.dimension_set = None
-                since = datetime.fromtimestamp(minute_from, UTC).isoformat()
-                result.raw_reason = (
-                    f"buckets in {query.timezone} need minute rollups, kept {minute_retention_days} days"
-                    f" (since {since}), for earlier times"
-                )
+                result.raw_reason = "the range starts inside a minute past the watermark: Redis counts whole minutes"
                 result.pieces = []
                 return result
             result.pieces += [Piece(g, s, e, i, stage) for g, s, e in tiles]
 
     result.late_buckets = list(range(buckets.index(w), buckets.count)) if w < buckets.end else []
+    last = int(now // 60 * 60)  # the current minute: later ones have no keys yet
     for i in result.late_buckets:
-        runs = tile(buckets.bounds[i], buckets.bounds[i + 1], anyhow, _NEVER) or []
-        keys = [(g, t) for g, s, e in runs for t in range(s, e, GRAIN_SECONDS[g]) if t <= now]
-        if all(now + KEY_EXPIRY_MARGIN_S < t + GRAIN_SECONDS[g] + realtime_retention_s for g, t in keys):
-            result.unique_tiles[i] = keys
+        minutes = list(range(max(bounds[i], f), min(bounds[i + 1], last + 60), 60))
+        if minutes:
+            result.unique_minutes[i] = minutes
     return result

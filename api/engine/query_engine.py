@@ -404,6 +404,9 @@ class QueryEngine:
                 rollups.release()  # the raw events are the lake's: no need to hold the replica's snapshot
                 answer = answer_from_raw(query, plan, self.catalogue, self.alias, fetch)
             else:
+                raw_span = sum(p.end - p.start for p in plan.pieces if p.grain == "raw")
+                if raw_span:  # stretches no rollup grain fits: a minute cut by an edge, old minutes
+                    check_raw_range(raw_span, "stretches no rollup grain fits", self.settings)
                 in_memory = rollups.alias != self.alias
                 path = RollupPath(
                     query,
@@ -415,6 +418,7 @@ class QueryEngine:
                     moment,
                     fetch_arrow=fetch_arrow,
                     in_memory=in_memory,
+                    raw_alias=self.alias,
                 )
                 answer = Answer()
                 if path.needs_realtime():

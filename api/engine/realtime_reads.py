@@ -2,8 +2,9 @@
 
 Additive metrics come from the minute counter hashes: one pipelined HGETALL (or HMGET, when the
 fields can be named from the filters) per minute; fields are parsed and filtered in Python.
-Unique metrics come from PFCOUNT over the union of the HyperLogLog keys that tile a bucket, one
-key per grain bucket and dimension-value combination.
+Unique metrics come from the minute sketches (analytics_core/hll.py bytes), one key per minute and
+dimension-value combination: one pipelined GET of the distinct keys, merged here; the caller adds the
+warehouse's sketches of the same bucket before estimating.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from dataclasses import dataclass
 
 import redis
 
-from analytics_core.catalogue import ALL, Catalogue, Granularity
-from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field, parse_field
+from analytics_core import hll
+from analytics_core.catalogue import ALL, Catalogue
+from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, counter_field, parse_field, uniques_sketch
 from api.engine.validation import Condition
 
 MAX_NAMED_FIELDS = 1000  # above this many fields, HGETALL beats naming them
 
 Combo = tuple[str, ...]  # the values of every rollup dimension, ALL outside the dimension set
-Tile = tuple[Granularity, int]  # a Redis HLL bucket: grain and UTC start
 
 
 @dataclass
@@ -108,20 +109,28 @@ class RealtimeSource:
             result.minutes[minute] = cells
         return result
 
-    def unique_counts(
-        self, tenant_id: str, set_name: str, requests: Sequence[tuple[str, Sequence[Tile], Sequence[Combo]]]
-    ) -> list[int]:
-        """PFCOUNT of the union of the HLLs of each (metric, tiles, combinations) request, pipelined."""
+    def unique_sketches(
+        self, tenant_id: str, set_name: str, requests: Sequence[tuple[str, Sequence[int], Sequence[Combo]]]
+    ) -> list[hll.Sketch]:
+        """Per (metric, minutes, combinations) request: the union of the minute sketches of those keys.
+
+        The distinct keys are read with one pipelined GET; a missing key (no user of that combination
+        in that minute) adds nothing.
+        """
+        wanted: list[list[str]] = []
+        for metric, minutes, combos in requests:
+            wanted.append(
+                [
+                    self.keys.uniques(tenant_id, "minute", minute, counter_field(metric, set_name, combo))
+                    for minute in minutes
+                    for combo in combos
+                ]
+            )
+        names = list(dict.fromkeys(k for keys in wanted for k in keys))
+        if not names:
+            return [hll.Sketch.empty() for _ in requests]
         pipe = self.conn.pipeline(transaction=False)
-        asked = []
-        for metric, tiles, combos in requests:
-            keys = [
-                self.keys.uniques(tenant_id, grain, start, counter_field(metric, set_name, combo))
-                for grain, start in tiles
-                for combo in combos
-            ]
-            if keys:
-                pipe.pfcount(*keys)
-            asked.append(bool(keys))
-        replies = iter(pipe.execute() if any(asked) else [])
-        return [int(next(replies)) if a else 0 for a in asked]
+        for name in names:
+            pipe.get(name)
+        found = {n: uniques_sketch(v, n) for n, v in zip(names, pipe.execute(), strict=True)}
+        return [hll.merge(s for k in keys if (s := found[k]) is not None) for keys in wanted]

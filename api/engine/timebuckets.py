@@ -2,8 +2,12 @@
 
 Rollups and Redis keys are UTC, so the engine works with UTC instants throughout and only labels
 rows in the query's zone. A day there is 23 or 25 hours long on a daylight-saving change; an hour
-in Asia/Kolkata starts at :30 UTC. The range is widened to whole buckets, so every row's bucket
-is complete: [floor(start), ceil(end)).
+in Asia/Kolkata starts at :30 UTC.
+
+The buckets cover exactly the range asked, [start, end): a start or end inside a bucket cuts it,
+and that edge bucket is `partial` (it starts at `start`, or ends at `end`). `align="buckets"`
+widens the range to whole buckets instead, [floor(start), ceil(end)), as the answer then says.
+Granularity "total" is one bucket, the whole range.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from analytics_core.catalogue import Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
 from api.engine.errors import QueryError
+
+BucketGrain = Literal["minute", "hour", "day", "total"]  # "total": one bucket, the whole range
+Align = Literal["exact", "buckets"]
 
 AUTO_MINUTE_UP_TO_S = 3 * 3600  # granularity auto: minute buckets up to 3 hours
 AUTO_HOUR_UP_TO_S = 7 * 86400  # hour buckets up to 7 days, day buckets beyond
@@ -109,9 +117,15 @@ class Segment:
 
 @dataclass(frozen=True)
 class Buckets:
-    grain: Granularity
+    grain: BucketGrain
     zone: ZoneInfo
     bounds: tuple[int, ...]  # n + 1 UTC epoch seconds: bucket i is [bounds[i], bounds[i + 1])
+    # The first and the last bucket cut by the range (shorter than their grain's bucket there).
+    first_partial: bool = False
+    last_partial: bool = False
+
+    def partial(self, i: int) -> bool:
+        return (i == 0 and self.first_partial) or (i == self.count - 1 and self.last_partial)
 
     @property
     def count(self) -> int:
@@ -146,11 +160,13 @@ class Buckets:
         return out
 
 
-def check_bucket_count(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> int:
+def check_bucket_count(start: float, end: float, grain: BucketGrain, tz: ZoneInfo, max_buckets: int) -> int:
     """QueryError when [start, end) needs more than `max_buckets` (by arithmetic, nothing built); the first bucket.
 
     Buckets of a grain are at most its UTC length apart, less one on a clock change (a 23-hour day).
     """
+    if grain == "total":
+        return int(start)
     first = floor_bucket(start, grain, tz)
     estimate = math.ceil((end - first) / GRAIN_SECONDS[grain])
     if estimate > max_buckets + 1:
@@ -158,18 +174,26 @@ def check_bucket_count(start: float, end: float, grain: Granularity, tz: ZoneInf
     return first
 
 
-def make_buckets(start: float, end: float, grain: Granularity, tz: ZoneInfo, max_buckets: int) -> Buckets:
-    """The buckets covering [start, end), widened to whole buckets; QueryError past `max_buckets`."""
+def make_buckets(
+    start: float, end: float, grain: BucketGrain, tz: ZoneInfo, max_buckets: int, align: Align = "exact"
+) -> Buckets:
+    """The buckets covering [start, end) (whole buckets with align "buckets"); QueryError past `max_buckets`."""
+    if grain == "total":
+        return Buckets(grain, tz, (int(start), int(end)))
     first = check_bucket_count(start, end, grain, tz, max_buckets)
     bounds = [first]
     while bounds[-1] < end:
         bounds.append(next_bucket(bounds[-1], grain, tz))
     if len(bounds) - 1 > max_buckets:
         raise _too_many(len(bounds) - 1, grain, max_buckets)
-    return Buckets(grain, tz, tuple(bounds))
+    if align == "buckets":
+        return Buckets(grain, tz, tuple(bounds))
+    cut_first, cut_last = bounds[0] < start, bounds[-1] > end
+    bounds[0], bounds[-1] = int(start), int(end)
+    return Buckets(grain, tz, tuple(bounds), cut_first, cut_last)
 
 
-def _too_many(count: int, grain: Granularity, max_buckets: int) -> QueryError:
+def _too_many(count: int, grain: BucketGrain, max_buckets: int) -> QueryError:
     return QueryError(
         "granularity",
         "max_buckets",

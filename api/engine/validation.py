@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from analytics_core.catalogue import Catalogue, Granularity, Metric
+from analytics_core.catalogue import Catalogue, Metric
 from analytics_core.settings import Settings
 from api.engine import timebuckets
 from api.engine.errors import QueryError
@@ -97,7 +98,7 @@ class Checked:
     zone: ZoneInfo
     start: float
     end: float
-    grain: Granularity
+    grain: timebuckets.BucketGrain
     limit: int
 
     def query(self, max_buckets: int) -> Query:
@@ -109,7 +110,9 @@ class Checked:
             group_by=tuple(request.group_by),
             filters=self.filters,
             timezone=request.timezone,
-            buckets=timebuckets.make_buckets(self.start, self.end, self.grain, self.zone, max_buckets),
+            buckets=timebuckets.make_buckets(
+                self.start, self.end, self.grain, self.zone, max_buckets, self.request.align
+            ),
             limit=self.limit,
             top_n=request.top_n,
             span_s=self.end - self.start,
@@ -186,6 +189,8 @@ def check(tenant_id: str, request: QueryRequest, catalogue: Catalogue, settings:
 
     tz = timebuckets.zone(request.timezone)
     start, end = timebuckets.instant(request.start, tz, "start"), timebuckets.instant(request.end, tz, "end")
+    # Times are kept to the second (the answer's start and end say so): a fraction of one is dropped.
+    start, end = math.floor(start), math.floor(end)
     if start >= end:
         raise QueryError("end", "after_start", "end must be after start")
     if end - start > settings.api_max_range_days * 86400:

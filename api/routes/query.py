@@ -51,7 +51,7 @@ def catalogue(state: StateDep, settings: SettingsDep, _: TenantDep) -> dict[str,
         "dimensions": [
             {"name": name, "description": d.description, "in_rollups": d.rollup} for name, d in cat.dimensions.items()
         ],
-        "granularities": [*GRANULARITIES, "auto"],
+        "granularities": [*GRANULARITIES, "total", "auto"],
         "filters": ["eq", "in", "not_in"],
         "limits": {
             "max_rows": settings.api_max_rows,

@@ -5,7 +5,6 @@ query within 2 s; each read key sees its own tenant only; Redis down or no wareh
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from generator.sinks import KafkaSink
 from loaders.warehouse_loader import WarehouseLoader
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.dbt_runs import lake_query, run_dbt
+from tests.pipeline_env import QUICK_LOADER, isolated
+from tests.pipeline_env import pipeline_env as _env
 from tests.servers import free_port, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,34 +49,13 @@ class Pipeline:
     collector: str
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ANALYTICS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ANALYTICS_TOPIC_PREFIX": settings.topic_prefix,
-        "ANALYTICS_REDIS_URL": settings.redis_url,
-        "ANALYTICS_REDIS_KEY_PREFIX": settings.redis_key_prefix,
-        "ANALYTICS_REALTIME_BATCH_SECONDS": "0.05",
-    }
-
-
 @pytest.fixture(scope="module")
 def pipeline(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     from analytics_core.topics import ensure_topics
     from tests.conftest import delete_topics
 
     base = tmp_path_factory.mktemp("api_pipeline")
-    settings = kafka_settings.model_copy(
-        update={
-            "topic_prefix": f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:8]}.",
-            "warehouse_path": base / "warehouse",
-            "tenants_db": base / "tenants.sqlite",
-            "redis_key_prefix": f"test:{uuid.uuid4().hex[:10]}:",
-            "loader_batch_events": 5_000,
-            "loader_batch_seconds": 0.5,
-            "loader_compact_every_s": 0.0,
-        }
-    )
+    settings = isolated(kafka_settings, base, topics=True, **QUICK_LOADER)
     ensure_topics(settings)
     store = TenantStore(settings.tenants_db)
     for tenant, (write_key, read_key) in TENANTS.items():
@@ -393,6 +373,7 @@ def test_catalogue_lists_metrics_dimensions_and_limits(pipeline: Pipeline) -> No
     assert metrics["traffic_events"]["bots_included"] and not metrics["events"]["bots_included"]
     assert {d["name"]: d["in_rollups"] for d in answer["dimensions"]}["page"] is False
     assert answer["limits"]["max_rows"] == pipeline.settings.api_max_rows
+    assert answer["granularities"] == ["minute", "hour", "day", "total", "auto"]
 
 
 def test_dagster_reconciliation_check_finds_zero_drift_and_api_exposes_it(pipeline: Pipeline) -> None:

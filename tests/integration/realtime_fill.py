@@ -1,8 +1,9 @@
 """Redis keys of events as the realtime consumer keeps them, written straight from the key layout.
 
 Independent of the consumer and of the query engine: a small loop over events that follows
-analytics_core.realtime_keys (minute counter hashes, HyperLogLogs per grain, bucket and dimension
-values, sums in micro-units) and the catalogue's metric definitions.
+analytics_core.realtime_keys (minute counter hashes, unique-user sketches per minute and dimension
+values, and none of hour or day, as the consumer; sums in micro-units) and the catalogue's metric
+definitions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 import redis
 
-from analytics_core.catalogue import ALL, GRANULARITIES, Catalogue, Granularity, Metric
+from analytics_core.catalogue import ALL, Catalogue, Metric
+from analytics_core.hll import Sketch
 from analytics_core.realtime_keys import SUM_SCALE, RealtimeKeys, bucket_start, counter_field, expire_at
 
 
@@ -32,10 +34,10 @@ def write_realtime(
     now: float,
     retention_s: int,
 ) -> list[str]:
-    """Write the events' counters and HLLs that would not have expired by `now`; the keys written."""
+    """Write the events' counters and sketches that would not have expired by `now`; the keys written."""
     dims = catalogue.rollup_dimensions
     counters: dict[tuple[int, str], int] = defaultdict(int)
-    users: dict[tuple[Granularity, int, str], set[str]] = defaultdict(set)
+    users: dict[tuple[int, str], set[str]] = defaultdict(set)
     for event in events:
         t = int(event["ts"].timestamp())
         for dimension_set in catalogue.dimension_sets:
@@ -52,9 +54,7 @@ def write_realtime(
             for metric_name, metric in catalogue.metrics.items():
                 if metric.kind != "unique" or not _counts(metric, event) or not event["user_key"]:
                     continue
-                field = counter_field(metric_name, name, values)
-                for grain in GRANULARITIES:
-                    users[(grain, bucket_start(t, grain), field)].add(event["user_key"])
+                users[(bucket_start(t, "minute"), counter_field(metric_name, name, values))].add(event["user_key"])
     pipe = conn.pipeline(transaction=False)
     written: set[str] = {keys.alive}
     for (minute, field), amount in counters.items():
@@ -63,11 +63,11 @@ def write_realtime(
             pipe.hincrby(key, field, amount)
             pipe.expireat(key, expire_at(minute, "minute", retention_s))
             written.add(key)
-    for (grain, start, field), members in users.items():
-        if expire_at(start, grain, retention_s) > now:
-            key = keys.uniques(tenant_id, grain, start, field)
-            pipe.pfadd(key, *members)
-            pipe.expireat(key, expire_at(start, grain, retention_s))
+    for (minute, field), members in users.items():
+        if expire_at(minute, "minute", retention_s) > now:
+            key = keys.uniques(tenant_id, "minute", minute, field)
+            pipe.set(key, Sketch.from_keys(sorted(members)).to_bytes())
+            pipe.expireat(key, expire_at(minute, "minute", retention_s))
             written.add(key)
     pipe.set(keys.alive, "test", ex=3600)
     pipe.execute()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +32,7 @@ from api.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.conftest import RunningCollector
 from tests.integration.dbt_runs import run_dbt
+from tests.pipeline_env import isolated
 from tests.replica_checks import wait_ready
 from tests.servers import serve
 from tests.wall_buckets import bucket_starts, local_midnight, wall_bucket
@@ -104,13 +104,7 @@ PEOPLE = [e for e in EVENTS if not e["is_bot"]]  # the `events` metric counts pe
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) -> Settings:
     base = tmp_path_factory.mktemp("exact")
-    settings = stack_settings.model_copy(
-        update={
-            "warehouse_path": base / "warehouse",
-            "tenants_db": base / "tenants.sqlite",
-            "redis_key_prefix": f"test:{uuid.uuid4().hex[:10]}:",
-        }
-    )
+    settings = isolated(stack_settings, base)
     columns = {name: [e[name] for e in EVENTS] for name in EVENTS[0]}
     sent = pa.table(
         {

@@ -424,15 +424,21 @@ def test_a_body_that_is_no_json_names_the_body(api: str, content: bytes) -> None
 
 
 def test_old_minutes_in_a_half_hour_zone_beyond_the_raw_range_are_refused(api: str) -> None:
-    """Kolkata days before the minute retention come from raw events: the raw range limit holds there too."""
+    """Kolkata hours before the minute retention come from raw events: the raw range limit holds there too.
+
+    (Kolkata days of that time are hour rollups plus their half hours at each end from raw events.)
+    """
     end = TODAY - timedelta(days=10)
-    body = {"metrics": ["events"], "end": iso(end), "granularity": "day", "timezone": "Asia/Kolkata"}
+    body = {"metrics": ["events"], "end": iso(end), "granularity": "hour", "timezone": "Asia/Kolkata"}
     fits = ask(api, "tenant_a", {**body, "start": iso(end - timedelta(days=93))})
     assert fits.status_code == 200, fits.text
     assert {p["source"] for p in fits.json()["provenance"]["parts"]} == {"raw"}
     too_long = ask(api, "tenant_a", {**body, "start": iso(end - timedelta(days=94))})
     assert too_long.status_code == 400
     assert (too_long.json()["field"], too_long.json()["rule"]) == ("end", "max_raw_range_days")
+    days = ask(api, "tenant_a", {**body, "granularity": "day", "start": iso(end - timedelta(days=400))})
+    assert days.status_code == 200, days.text
+    assert {p["source"] for p in days.json()["provenance"]["parts"]} == {"rollup_hour", "raw"}
 
 
 def test_more_cells_than_the_cap_are_refused_after_reading_at_most_the_cap(api: str) -> None:

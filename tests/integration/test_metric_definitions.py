@@ -307,3 +307,48 @@ def test_metrics_leaving_the_catalogue_lose_their_rows_and_a_forced_rebuild_chan
     assert lake_query(settings, day_sql) == before
     refused = run_dbt(settings, *BUILD, "--vars", json.dumps({"rebuild_metric_history": ["nope"]}), check=False)
     assert refused.returncode != 0 and "rebuild_metric_history names nope" in refused.stdout
+
+
+def test_a_lake_of_the_old_sketch_format_is_migrated_by_the_next_incremental_build(lake: Settings) -> None:
+    """Rollups built before the sketches were BLOBs (INTEGER[] registers, metric_logic_version 1): the next
+    plain build replaces the column and rebuilds every metric in slices, giving the rows a fresh build gives."""
+    settings = lake
+    build(settings, None)
+    tables = ("fct_metrics_minute", "fct_metrics_hour", "fct_metrics_day")
+    snapshot = (
+        "SELECT tenant_id, metric, dimension_set, event_type, country, device, window_start, round(value, 6), sketch"
+        " FROM {lake}.{table} ORDER BY ALL"
+    )
+    want = {t: lake_query(settings, snapshot.replace("{table}", t)) for t in tables}
+    # The lake as the previous release left it: INTEGER[] sketches, recorded under logic version 1.
+    hll_precision, _ = definition_vars()
+    old = Catalogue.model_validate(PROJECT_CATALOGUE).fingerprints(hll_precision, 1)
+    con = warehouse.connect(settings)
+    try:
+        for table in tables:
+            con.execute(f"ALTER TABLE lake.main.{table} DROP COLUMN sketch")
+            con.execute(f"ALTER TABLE lake.main.{table} ADD COLUMN sketch INTEGER[]")
+            con.execute(
+                f"UPDATE lake.main.{table} SET sketch = [323, 577] WHERE metric IN ('active_users', 'purchasers')"
+            )
+        for metric, fingerprint in old.items():
+            con.execute(
+                "UPDATE lake.main.fct_metric_definitions SET fingerprint = ? WHERE metric = ?", [fingerprint, metric]
+            )
+    finally:
+        con.close()
+
+    stdout = build(settings, None)
+    for model in tables:
+        assert f"{model}: sketch column INTEGER[] replaced by blob" in stdout, stdout[-3000:]
+        assert re.search(
+            rf"{model}: rebuilding events, traffic_events, purchases, revenue, active_users, purchasers", stdout
+        )
+        types = lake_query(
+            settings,
+            f"SELECT data_type FROM information_schema.columns WHERE table_name = '{model}' AND column_name = 'sketch'",
+        )
+        assert types == [("BLOB",)]
+        assert lake_query(settings, snapshot.replace("{table}", model)) == want[model], model
+    current = Catalogue.model_validate(PROJECT_CATALOGUE).fingerprints(*definition_vars())
+    assert recorded(settings, "active_users") == dict.fromkeys(("minute", "hour", "day"), current["active_users"])

@@ -309,7 +309,7 @@ def test_queries_during_a_dbt_run_see_the_replica_before_or_after_each_refresh(
 
 
 def test_a_new_york_day_is_the_merge_of_its_hours(engine: QueryEngine, lake_engine: QueryEngine) -> None:
-    """Unique users of days made of hour sketches: merged in numpy, equal from replica and lake."""
+    """Unique users of days made of hour sketches: merged by the API, equal from replica and lake."""
     case = Case("ny_days", ["active_users"], datetime(2026, 3, 5, tzinfo=NY), datetime(2026, 3, 11, tzinfo=NY), "day")
     request = case.request().model_copy(update={"timezone": "America/New_York"})
     mine, theirs = engine.run("tenant_a", request), lake_engine.run("tenant_a", request)

@@ -25,12 +25,12 @@ from generator.sinks import KafkaSink
 from realtime.consumer import RealtimeConsumer, realtime_group
 from tests.realtime_expected import (
     Expected,
+    assert_sketches_match,
+    coarser_uniques_keys,
     expected_from,
     hash_of,
     read_records,
     redis_counters,
-    registers,
-    registers_of,
     written_keys,
 )
 
@@ -105,22 +105,11 @@ def expected(settings: Settings) -> Expected:
     return expected_from(get_catalogue(), read_records(settings), time.time(), settings.realtime_retention_s)
 
 
-def assert_hlls_match(client: redis.Redis, settings: Settings, want: Expected, sample: int = 20) -> None:
-    """Every HLL key exists; hour and day ones (and a sample of minutes) hold exactly the registers Redis's own
-    PFADD of the expected users gives; their counts add up to within 2 % of the exact distinct counts."""
-    keys = RealtimeKeys.from_settings(settings)
-    names = {k: keys.uniques(*k) for k in want.uniques}
-    pipe = client.pipeline(transaction=False)
-    for name in names.values():
-        pipe.pfcount(name)
-    counts = dict(zip(names, pipe.execute(), strict=True))
-    assert all(counts.values())
-    coarse = [k for k in want.uniques if k[1] != "minute"]
-    exact = sum(len(want.uniques[k]) for k in coarse)
-    assert abs(sum(counts[k] for k in coarse) - exact) <= 0.02 * exact
-    minutes = [k for k in want.uniques if k[1] == "minute"]
-    for k in coarse + random.Random(1).sample(minutes, min(sample, len(minutes))):
-        assert registers(client, names[k]) == registers_of(client, f"{settings.redis_key_prefix}check", want.uniques[k])
+def assert_hlls_match(client: redis.Redis, settings: Settings, want: Expected) -> None:
+    """Every minute uniques key holds the sketch of exactly its expected users (tests/realtime_expected.py), and
+    no hour or day uniques key was written."""
+    assert_sketches_match(client, settings.redis_key_prefix, want.uniques)
+    assert client.exists(*coarser_uniques_keys(settings.redis_key_prefix, want.uniques)) == 0
 
 
 def test_counters_hlls_offsets_and_updates_match_and_nothing_applies_twice(
@@ -146,14 +135,15 @@ def test_counters_hlls_offsets_and_updates_match_and_nothing_applies_twice(
     old_minute = (now_us - 3 * 24 * HOUR_US) // 60_000_000 * 60
     assert redis_counters(redis_conn, redis_prefix, [*want.counters, ("tenant_1", old_minute)]) == want.counters
     assert_hlls_match(redis_conn, settings, want)
+    assert any(len(u) > 10 for u in want.uniques.values())
     # Every key expires when its bucket leaves the retention.
     pipe = redis_conn.pipeline(transaction=False)
     for tenant, minute in want.counters:
         pipe.expiretime(keys.counters(tenant, minute))
-    for k in want.uniques:
-        pipe.expiretime(keys.uniques(*k))
+    for tenant, minute, f in want.uniques:
+        pipe.expiretime(keys.uniques(tenant, "minute", minute, f))
     ends = [expire_at(m, "minute", RETENTION_S) for _, m in want.counters]
-    ends += [expire_at(b, g, RETENTION_S) for _, g, b, _ in want.uniques]
+    ends += [expire_at(m, "minute", RETENTION_S) for _, m, _ in want.uniques]
     assert pipe.execute() == ends
     for tenant, last in want.offsets.items():
         assert {int(p): int(o) for p, o in hash_of(redis_conn, keys.offsets(tenant)).items()} == last
@@ -217,14 +207,14 @@ def test_counters_are_rebuilt_from_kafka_when_redis_loses_them(
     assert stats.rebuilds == 2  # the first start (no rt:alive) and the loss
     assert stats.applied == 2 * want.applied and stats.duplicates == 2 * want.duplicates
     assert redis_conn.exists(RealtimeKeys.from_settings(settings).alive)
-    assert_hlls_match(redis_conn, settings, want, sample=10)
+    assert_hlls_match(redis_conn, settings, want)
 
 
 def wait_for(condition: Any, what: str, timeout: float = 40.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: Redis did not reach the expected counters in {timeout:.0f} s")
+            raise AssertionError(f"{what}: not reached in {timeout:.0f} s")
         time.sleep(0.5)
 
 
@@ -243,3 +233,45 @@ def test_a_first_start_reads_kafka_from_the_start_of_the_retention_window(
     stats = consume(settings)
     assert (stats.records, stats.rebuilds) == (len(edges), 1)
     assert stats.applied == len(edges) - 2 and stats.undecodable == 2  # all but bad JSON and bad tenant
+
+
+def test_two_consumers_at_once_leave_each_key_the_sketch_of_all_its_users_past_the_sparse_limit(
+    own_topics: Settings, redis_prefix: str, redis_conn: redis.Redis
+) -> None:
+    # More users than a sparse sketch holds in one minute, spread over the partitions (the key is tenant:user),
+    # applied by two consumers of one group at once: both merge into the same minute keys.
+    settings = realtime_settings(own_topics, redis_prefix, batch=1_000)
+    now_us = int(time.time() * 1e6)
+    minute_us = now_us // 60_000_000 * 60_000_000 - 60_000_000  # the minute before this one: ~11,000 users in it
+    base = edge_events(now_us)[0]
+    rng = random.Random(9)
+    events = [
+        {
+            **base,
+            "event_id": f"many-{i}",
+            "event_type": rng.choice(["page_view", "purchase", "signup"]),
+            "user_id": f"user-{rng.randrange(12_000)}",
+            "country": rng.choice(["DE", "FR", None]),
+            "timestamp": minute_us + rng.randrange(60_000_000),
+            "received_at": now_us,
+        }
+        for i in range(30_000)
+    ]
+    consumers = [RealtimeConsumer(settings), RealtimeConsumer(settings)]
+    done: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda c=c: done.append(c.run(idle_exit_s=5.0, handle_signals=False)), daemon=True)
+        for c in consumers
+    ]
+    for t in threads:
+        t.start()
+    # Both hold partitions before the events come, so both apply some of each key's users.
+    wait_for(lambda: all(c.runner.assigned for c in consumers), "both consumers assigned", timeout=60)
+    produce(settings, events)
+    for t in threads:
+        t.join(120)
+    assert len(done) == 2 and all(s.records for s in done)  # both took part
+    want = expected(settings)
+    assert sum(s.applied for s in done) == want.applied == len(events)
+    assert max(len(u) for u in want.uniques.values()) > 8_192
+    assert_hlls_match(redis_conn, settings, want)

@@ -123,6 +123,8 @@ def test_dump_writes_equal_datetimes_of_different_folds_apart(zone: str, day: da
         metrics=["events"],
         granularity="minute",
         timezone=zone,
+        start=buckets[0],
+        end=datetime.fromtimestamp(instants[-1] + 60, tz),
         group_by=[],
         rows=rows,
         provenance=Provenance(parts=[], watermark=None, realtime=False),

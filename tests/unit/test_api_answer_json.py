@@ -35,6 +35,8 @@ def _result(tz: ZoneInfo | type[UTC]) -> QueryResult:
         metrics=["revenue", "purchases", "conversion_rate"],
         granularity="hour",
         timezone=str(tz),
+        start=start,
+        end=start + timedelta(days=2),
         group_by=["country"],
         rows=rows,
         truncated=True,
@@ -61,4 +63,5 @@ def test_rendered_hit_carries_its_cache_info() -> None:
         "dimensions": {"country": "US"},
         "values": {"revenue": 0.0, "purchases": 0.0, "conversion_rate": 0.25},
         "rest": False,
+        "partial": False,
     }

@@ -144,7 +144,14 @@ def _result(values: list[str | None]) -> QueryResult:
         realtime_unavailable=TAIL.decode(),
     )
     return QueryResult(
-        metrics=["events"], granularity="hour", timezone="UTC", group_by=["country"], rows=rows, provenance=provenance
+        metrics=["events"],
+        granularity="hour",
+        timezone="UTC",
+        start=start,
+        end=start + timedelta(hours=3),
+        group_by=["country"],
+        rows=rows,
+        provenance=provenance,
     )
 
 

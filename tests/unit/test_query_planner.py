@@ -48,9 +48,22 @@ def test_kolkata_days_within_minute_retention_use_minutes_at_the_half_hours() ->
     assert {datetime.fromtimestamp(x.start, UTC).minute for x in minutes} == {30, 0}
 
 
-def test_kolkata_days_past_minute_retention_fall_back_to_raw() -> None:
+def test_kolkata_days_past_minute_retention_take_their_half_hours_from_raw_events() -> None:
     p = planned(start="2026-03-05", end="2026-03-07", granularity="day", timezone="Asia/Kolkata")
-    assert p.dimension_set is None and p.raw_reason and "minute rollups" in p.raw_reason
+    assert p.raw_reason is None and p.dimension_set == ()
+    raw = [(x.start, x.end) for x in p.pieces if x.grain == "raw"]
+    # Each Kolkata day, 18:30 to 18:30 UTC: whole hours from 19:00 to 18:00, the half hours at its ends raw.
+    half_hours = [datetime(2026, 3, d, h, m, tzinfo=UTC).timestamp() for d, h, m in ((4, 18, 30), (5, 18, 0))]
+    half_hours += [datetime(2026, 3, d, h, m, tzinfo=UTC).timestamp() for d, h, m in ((5, 18, 30), (6, 18, 0))]
+    assert raw == [(int(t), int(t) + 1800) for t in half_hours]
+    assert {x.grain for x in p.pieces} == {"hour", "raw"}
+
+
+def test_edges_inside_a_minute_come_from_raw_events_before_the_watermark() -> None:
+    p = planned(start="2026-11-27T10:00:30Z", end="2026-11-27T12:10:10Z", granularity="hour")
+    runs = [(x.grain, x.start % 3600, x.end - x.start) for x in p.pieces]
+    assert runs[0] == ("raw", 30, 30) and runs[-1] == ("raw", 600, 10)
+    assert {g for g, _, _ in runs[1:-1]} == {"minute", "hour"}
 
 
 def test_raw_only_dimensions_and_uncovered_unique_cuts_fall_back_to_raw() -> None:
@@ -75,9 +88,9 @@ def test_today_splits_at_the_watermark_into_rollups_and_redis() -> None:
     assert {x.grain for x in complete if x.start >= datetime(2026, 11, 28, 11, tzinfo=UTC).timestamp()} == {"minute"}
     assert {x.grain for x in p.pieces_in("live")} == {"minute"}
     assert p.late_buckets == list(range(11, 24))
-    assert p.unique_tiles[11] == [("hour", int(datetime(2026, 11, 28, 11, tzinfo=UTC).timestamp()))]
-    assert p.unique_tiles[12] == [("hour", int(datetime(2026, 11, 28, 12, tzinfo=UTC).timestamp()))]
-    assert p.unique_tiles[13] == []  # the future: no key yet
+    # Unique counts past W: the warehouse's sketches plus Redis's minute sketches from W to now.
+    minute = [int(datetime(2026, 11, 28, 11, m, tzinfo=UTC).timestamp()) for m in (58, 59)]
+    assert p.unique_minutes == {11: minute, 12: [int(datetime(2026, 11, 28, 12, tzinfo=UTC).timestamp())]}
 
 
 def test_an_hour_watermark_behind_the_minute_one_hands_over_to_minutes() -> None:
@@ -88,14 +101,16 @@ def test_an_hour_watermark_behind_the_minute_one_hands_over_to_minutes() -> None
     assert all(x.grain == "minute" for x in p.pieces_in("complete") if x.start >= nine)
 
 
-def test_a_lagging_warehouse_leaves_a_stale_stretch_and_old_buckets_lose_realtime_uniques() -> None:
+def test_a_lagging_warehouse_leaves_a_stale_stretch_and_redis_uniques_only_from_its_floor() -> None:
     behind = (NOW - timedelta(hours=5)).timestamp()
     p = planned({"minute": behind, "hour": behind, "day": behind}, start="2026-11-28", end="2026-11-29")
     assert p.pieces_in("stale") and p.realtime_floor - p.realtime_from > 2 * 3600
-    assert p.realtime_floor == int((NOW.timestamp() - 60 - 7200 + 5) // 60 * 60 + 60)
-    first_late = p.late_buckets[0]
-    assert first_late not in p.unique_tiles  # its hour key expired two hours after the hour ended
-    assert max(p.unique_tiles) == 23
+    floor = int((NOW.timestamp() - 60 - 7200 + 5) // 60 * 60 + 60)
+    assert p.realtime_floor == floor
+    assert p.late_buckets == list(range(7, 24))
+    assert sorted(p.unique_minutes) == [10, 11, 12]  # 07:00-10:01 are stale: in no Redis key any more
+    minutes = [m for ms in p.unique_minutes.values() for m in ms]
+    assert minutes == list(range(floor, int(NOW.timestamp() // 60 * 60) + 60, 60))
 
 
 def test_no_watermark_means_everything_past_the_range_start_is_realtime_or_stale() -> None:

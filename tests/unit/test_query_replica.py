@@ -7,17 +7,13 @@ a table created again, expired snapshots), and after each refresh the replica mu
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 import pytest
 
-from analytics_core import sketches, warehouse
+from analytics_core import warehouse
 from analytics_core.settings import Settings
-from api.engine.answer import MERGE_GROUPS, merged_estimates
 from api.engine.planner import Piece
 from api.engine.replica import ROLLUP_TABLES, TABLES, WATERMARKS, WHOLE_AFTER_FAILURES, Replica, ReplicaNotReady
 from api.engine.replica import refresh as replica_module
@@ -28,7 +24,7 @@ from tests import replica_checks
 ROLLUP_COLUMNS = (
     "tenant_id VARCHAR, metric VARCHAR, dimension_set VARCHAR, event_type VARCHAR, country VARCHAR,"
     " device VARCHAR, granularity VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, value DOUBLE,"
-    " sketch INTEGER[], _built_at TIMESTAMPTZ"
+    " sketch BLOB, _built_at TIMESTAMPTZ"
 )
 WATERMARK_COLUMNS = "tenant_id VARCHAR, granularity VARCHAR, complete_until TIMESTAMPTZ, rollups_built_at TIMESTAMPTZ"
 
@@ -40,7 +36,7 @@ def rows(table: str, first: int, count: int, build: int = 0, tenant: str = "t1")
             'country' AS dimension_set, '*' AS event_type, 'c' || i AS country, '*' AS device,
             '{table}' AS granularity, TIMESTAMPTZ '2026-03-01 00:00:00+00' + i * INTERVAL 1 HOUR AS window_start,
             TIMESTAMPTZ '2026-03-01 01:00:00+00' + i * INTERVAL 1 HOUR AS window_end, i * 10.0 + {build} AS value,
-            CASE WHEN i % 2 = 1 THEN [i * 64 + 1, (i + 7) % 16384 * 64 + 3] END AS sketch,
+            CASE WHEN i % 2 = 1 THEN unhex('10' || printf('%016x', i)) END AS sketch,
             TIMESTAMPTZ '2026-03-02 00:00:00+00' + {build} * INTERVAL 1 MINUTE AS _built_at
         FROM range({first}, {first + count}) AS r (i)
     """
@@ -260,35 +256,6 @@ def test_the_thread_loads_and_follows_the_lake(reader: Reader, writer: duckdb.Du
     finally:
         reader.replica.stop()
     assert reader.differences() == NO_DIFFERENCES
-
-
-def _random_sketch(rng: random.Random, users: int) -> list[int]:
-    registers: dict[int, int] = {}
-    for _ in range(users):
-        index, rank = rng.randrange(sketches.REGISTERS), min(51, int(rng.expovariate(0.69)) + 1)
-        registers[index] = max(registers.get(index, 0), rank)
-    return [i * 64 + r for i, r in sorted(registers.items())]
-
-
-@pytest.mark.parametrize("unions", [1, 7, MERGE_GROUPS * 2 + 3])
-def test_merged_estimates_equal_the_python_merge_and_estimator(unions: int) -> None:
-    rng = random.Random(unions)
-    lists: list[list[int] | None] = []
-    owners: list[int] = []
-    for union in range(unions):
-        for _ in range(rng.randrange(1, 5)):
-            lists.append(_random_sketch(rng, rng.choice((1, 40, 3000))))
-            owners.append(union)
-    for _ in range(5):  # rows without a sketch (summed rows) add nothing wherever they point
-        lists.append(None)
-        owners.append(rng.randrange(unions))
-    order = list(range(len(lists)))
-    rng.shuffle(order)  # owners in any order
-    column = pa.array([lists[i] for i in order], type=pa.list_(pa.int32()))
-    got = merged_estimates(np.array([owners[i] for i in order]), unions, pa.chunked_array([column[:3], column[3:]]))
-    for union, estimate in enumerate(got):
-        merged = sketches.merge(lists[i] for i in range(len(lists)) if owners[i] == union)
-        assert estimate == pytest.approx(sketches.estimate(merged), rel=1e-12)
 
 
 @pytest.mark.parametrize("in_memory", [False, True])

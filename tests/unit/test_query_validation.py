@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 
 import pytest
 
-from analytics_core import sketches
 from analytics_core.catalogue import get_catalogue
 from analytics_core.settings import Settings
-from api.engine.answer import merged_estimate
 from api.engine.errors import QueryError
 from api.engine.planner import Piece
 from api.engine.sql.raw_events import raw_sql
@@ -70,6 +67,19 @@ def test_naive_times_are_read_in_the_query_zone_and_ratio_parts_are_fetched() ->
     assert query.limit == 500
 
 
+def test_fractions_of_a_second_are_dropped_and_the_range_counted_is_the_buckets_bounds() -> None:
+    request = QueryRequest.model_validate(
+        {**BASE, "start": "2026-03-01T10:00:08.583+00:00", "end": "2026-03-01T12:30:00.999Z", "granularity": "hour"}
+    )
+    buckets = validate("tenant_a", request, get_catalogue(), SETTINGS).buckets
+    assert (buckets.start, buckets.end) == (
+        datetime(2026, 3, 1, 10, 0, 8, tzinfo=UTC).timestamp(),
+        datetime(2026, 3, 1, 12, 30, tzinfo=UTC).timestamp(),
+    )
+    assert buckets.first_partial and buckets.last_partial and buckets.count == 3
+    assert refused(start="2026-03-01T10:00:00.2Z", end="2026-03-01T10:00:00.9Z") == ("end", "after_start")
+
+
 INJECTION = "x' OR 1=1 --"
 
 
@@ -109,15 +119,3 @@ def test_rollup_sql_binds_every_value() -> None:
     sql, params = built
     assert INJECTION not in sql and "t' --" not in sql
     assert sql.count("?") == len(params)
-
-
-def test_merged_estimate_equals_the_register_list_estimator() -> None:
-    rng = random.Random(3)
-    for users in (1, 10, 300, 5_000, 60_000):
-        registers: dict[int, int] = {}
-        for _ in range(users):
-            index, rank = rng.randrange(sketches.REGISTERS), min(64 - 14 + 1, int(rng.expovariate(0.69)) + 1)
-            registers[index] = max(registers.get(index, 0), rank)
-        sketch = [i * 64 + r for i, r in sorted(registers.items())]
-        harmonic = sum(2.0**-r for r in registers.values())
-        assert merged_estimate(len(registers), harmonic) == pytest.approx(sketches.estimate(sketch), rel=1e-12)

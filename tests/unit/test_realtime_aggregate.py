@@ -39,7 +39,7 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
                 "event_type": event_type,
                 "user_id": f"user-{user}" if has_id else None,
                 "anonymous_id": f"anon-{user}" if has_anon else None,
-                # Three days, so minute, hour and day buckets all split.
+                # Three days of minutes: many keys, spread over hours and days.
                 "timestamp": START_US + rng.randrange(3 * 24) * HOUR_US + rng.randrange(HOUR_US),
                 "received_at": START_US,
                 "properties": "{}",

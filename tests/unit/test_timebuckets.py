@@ -62,9 +62,13 @@ def test_kolkata_hours_and_days_start_at_half_past_utc() -> None:
 def test_kathmandu_quarter_hour_offset() -> None:
     tz = zone("Asia/Kathmandu")
     start = datetime(2026, 6, 1, 10, 10, tzinfo=tz).timestamp()
-    buckets = make_buckets(start, start + 3600, "hour", tz, 100)
+    buckets = make_buckets(start, start + 3600, "hour", tz, 100, "buckets")
     assert datetime.fromtimestamp(buckets.start, UTC).minute == 15
     assert buckets.labels()[0] == datetime(2026, 6, 1, 10, tzinfo=tz)
+    exact = make_buckets(start, start + 3600, "hour", tz, 100)
+    assert exact.labels() == [datetime(2026, 6, 1, 10, 10, tzinfo=tz), datetime(2026, 6, 1, 11, tzinfo=tz)]
+    assert datetime.fromtimestamp(exact.bounds[1], UTC).minute == 15
+    assert [exact.partial(i) for i in range(exact.count)] == [True, True]
 
 
 def test_a_day_whose_midnight_is_skipped_starts_at_the_clock_change() -> None:
@@ -77,13 +81,25 @@ def test_a_day_whose_midnight_is_skipped_starts_at_the_clock_change() -> None:
     assert buckets.bounds[2] - buckets.bounds[1] == 23 * 3600
 
 
-def test_the_range_widens_to_whole_buckets() -> None:
+def test_the_range_widens_to_whole_buckets_only_when_asked() -> None:
     start = datetime(2026, 3, 5, 10, 17, 23, tzinfo=UTC).timestamp()
     end = datetime(2026, 3, 5, 12, 17, tzinfo=UTC).timestamp()
-    buckets = make_buckets(start, end, "hour", zone("UTC"), 100)
+    buckets = make_buckets(start, end, "hour", zone("UTC"), 100, "buckets")
     assert datetime.fromtimestamp(buckets.start, UTC).hour == 10
     assert datetime.fromtimestamp(buckets.end, UTC).hour == 13
-    assert buckets.count == 3
+    assert buckets.count == 3 and not buckets.first_partial and not buckets.last_partial
+    exact = make_buckets(start, end, "hour", zone("UTC"), 100)
+    assert (exact.start, exact.end, exact.count) == (start, end, 3)
+    assert [exact.partial(i) for i in range(3)] == [True, False, True]
+    aligned = make_buckets(start - 1043, end + 2580, "hour", zone("UTC"), 100)  # 10:00 to 13:00: whole hours
+    assert aligned.count == 3 and not aligned.first_partial and not aligned.last_partial
+
+
+def test_total_is_one_bucket_over_the_range() -> None:
+    tz = zone("America/New_York")
+    start = datetime(2026, 3, 5, 10, 17, tzinfo=tz).timestamp()
+    buckets = make_buckets(start, start + 40 * 86400, "total", tz, 1)
+    assert buckets.bounds == (start, start + 40 * 86400) and not buckets.partial(0)
 
 
 def test_auto_granularity_thresholds() -> None:

@@ -381,7 +381,7 @@ class ReplicaRefresh:
     ) -> tuple[int, int]:
         """The net change feed of (old, snapshot]: remove the rows that were there, add the ones that are."""
         names = [_quote(c) for c, _ in table.columns]
-        keys = [_quote(c) for c, kind in table.columns if not kind.endswith("]")]  # lists (sketches) not compared
+        keys = [_quote(c) for c, kind in table.columns if kind != "BLOB"]  # sketches not compared
         listed = ", ".join(names)
         delta = f"{self.alias}.main.{_DELTA}{name}"  # created by the rebuild: no DDL in a refresh
         cursor.execute(f"DELETE FROM {delta}")

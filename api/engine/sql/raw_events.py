@@ -2,7 +2,10 @@
 
 Counts, sums and COUNT(DISTINCT user_key) with each metric's condition (people only, event types),
 bucketed by arithmetic on the event time (parts.bucket_index) and grouped by any catalogue
-dimension. For what no rollup answers.
+dimension. For what no rollup answers: whole queries (from_raw_events.py), and the raw pieces of a
+rollup answer (`intervals`: part of a minute at a range edge, minutes past their retention), whose
+unique metrics come back as lists of user-key hashes (DuckDB hash(), as the rollup sketches hold
+them) to unite with the rollups' sketches.
 
 Events without a value for a group-by dimension (no page, no experiment) group as NULL, their own
 group, kept apart from the top-N rest (NULL values too) by the rest flag column `r`. Filters compare
@@ -31,12 +34,14 @@ def _condition(metric: Metric, params: Params) -> str:
     return " AND ".join(parts) or "true"
 
 
-def _aggregate(metric: Metric, params: Params) -> str:
+def _aggregate(metric: Metric, params: Params, hashes: bool) -> str:
     condition = _condition(metric, params)
     if metric.kind == "count":
         return f"count(*) FILTER (WHERE {condition})"
     if metric.kind == "sum":
         return f"coalesce(sum({metric.column}) FILTER (WHERE {condition}), 0)"
+    if hashes:
+        return f"list(DISTINCT hash({metric.column})) FILTER (WHERE {condition})"
     return f"count(DISTINCT {metric.column}) FILTER (WHERE {condition})"
 
 
@@ -47,12 +52,16 @@ def raw_sql(
     metrics: Sequence[str],
     segments: Sequence[Segment] | None,
     top: Sequence[tuple[str | None, ...]] | None = None,
+    intervals: Sequence[tuple[int, int]] | None = None,
+    hashes: bool = False,
 ) -> tuple[str, Params]:
     """SQL of (bucket, rest, group values..., one column per metric) rows over the query's range.
 
     `rest` is true on the rows of the top-N rest (OTHER), whose group values are NULL; elsewhere a NULL
     group value is a missing one. segments None: the whole range as bucket 0 (top-N ranking). `top`:
-    groups outside it become the rest (None in a top group matches a missing value).
+    groups outside it become the rest (None in a top group matches a missing value). `intervals`
+    ([start, end) UTC epoch seconds): only the events of these stretches. `hashes`: unique metrics as
+    lists of distinct user-key hashes, to unite with sketches.
     """
     dims = sorted(query.dimensions)
     expr = {d: f"coalesce({d}, '{MISSING}')" for d in dims}
@@ -60,8 +69,12 @@ def raw_sql(
     inner_params: Params = []
     bucket = bucket_index("event_at", segments, inner_params)
     groups = [f"{d} AS g{i}" for i, d in enumerate(query.group_by)]  # NULL stays NULL: a group of its own
-    inner_params += [query.tenant_id, utc(query.buckets.start), utc(query.buckets.end)]
+    spans = intervals if intervals is not None else [(query.buckets.start, query.buckets.end)]
+    inner_params += [query.tenant_id, utc(min(a for a, _ in spans)), utc(max(b for _, b in spans))]
     where = ["tenant_id = ?", "event_at >= ?", "event_at < ?"]
+    if intervals is not None:
+        where.append("(" + " OR ".join("(event_at >= ? AND event_at < ?)" for _ in intervals) + ")")
+        inner_params += [utc(t) for span in intervals for t in span]
     where += conditions(query.filters, expr, inner_params)
     inner = (
         f"SELECT {', '.join([f'{bucket} AS b', *groups, *sorted(needed)])}"
@@ -78,7 +91,7 @@ def raw_sql(
         outer_groups = [f"CASE WHEN in_top THEN {name} END" for name in names]  # else NULL, and rest true
     else:
         source, rest, outer_groups = f"({inner})", "false", names
-    aggregates = [f"{_aggregate(catalogue.metrics[m], params)} AS m{i}" for i, m in enumerate(metrics)]
+    aggregates = [f"{_aggregate(catalogue.metrics[m], params, hashes)} AS m{i}" for i, m in enumerate(metrics)]
     select = ", ".join(["b", f"{rest} AS r", *outer_groups, *aggregates])
     group = ", ".join(str(i + 1) for i in range(2 + len(names)))
     return f"SELECT {select} FROM {source} GROUP BY {group}", params + flag_params + inner_params

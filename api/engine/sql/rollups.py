@@ -2,9 +2,10 @@
 
 Additive values are summed per query bucket and group. Unique metrics: a group whose bucket is one
 rollup row keeps that row's estimate (the sketch is not even read); several rows (the hours of a
-New York day, countries folded into a filter or into OTHER) come back as their sketches, fetched as
-Arrow, and are merged register by register in numpy (answer.merged_estimates): several times faster
-than unnesting and re-aggregating every register in SQL.
+New York day, countries folded into a filter or into OTHER) come back as their sketches (BLOBs of
+analytics_core/hll.py's format), fetched as Arrow, and are merged and estimated in Python
+(analytics_core/sketches.merged_estimates: sparse sketches as sets of hashes, exact; dense ones
+register by register in numpy).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics_core import hll, sketches
 from analytics_core.catalogue import GRANULARITIES, Granularity
 from analytics_core.realtime_keys import GRAIN_SECONDS
-from api.engine.answer import merged_estimates
-from api.engine.planner import Piece
+from api.engine.planner import Piece, PieceGrain
 from api.engine.sql.parts import Params, bucket_index, conditions, placeholders, top_flag, utc
 from api.engine.timebuckets import Segment
 from api.engine.validation import Condition
@@ -29,7 +30,7 @@ from api.engine.validation import Condition
 TABLES: dict[Granularity, str] = {g: f"fct_metrics_{g}" for g in GRANULARITIES}
 
 
-def runs(pieces: Sequence[Piece], grain: Granularity) -> list[tuple[int, int]]:
+def runs(pieces: Sequence[Piece], grain: PieceGrain) -> list[tuple[int, int]]:
     """The pieces of one grain as merged [start, end) intervals."""
     out: list[tuple[int, int]] = []
     for p in sorted((p for p in pieces if p.grain == grain), key=lambda p: p.start):
@@ -69,8 +70,9 @@ class RollupRead:
     additive_pieces: Sequence[Piece]
     unique_pieces: Sequence[Piece]
     one_row_per_group: bool  # each dimension of the set is grouped by or filtered to a single value
-    # Unique rows read for their groups only (the values are Redis's): which combinations to count there.
-    probe_pieces: Sequence[Piece] = ()
+    # Unique rows of the buckets whose sketches are unioned with Redis's: read as sketches, kept unmerged
+    # with them (cells' `kept`), never estimated here.
+    sketch_pieces: Sequence[Piece] = ()
     in_memory: bool = False  # the tables are the engine's in-memory replica (api/engine/replica/), not the lake's
 
 
@@ -106,7 +108,7 @@ def _grain_select(
     by_sketch = _arm_conditions(merged, grain, merge_params, bounds, read.in_memory)
     if not bounds:
         return None
-    columns = ["window_start", "metric", "value", "sketch" if by_sketch else "NULL::INTEGER[] AS sketch"]
+    columns = ["window_start", "metric", "value", "sketch" if by_sketch else "NULL::BLOB AS sketch"]
     columns += read.group_by
     if by_value and by_sketch:
         flag, flag_params, condition = f"({by_sketch})", merge_params, f"({by_value}) OR ({by_sketch})"
@@ -141,7 +143,9 @@ def _one_window(pieces: Sequence[Piece], one_bucket: bool) -> tuple[list[Piece],
     alone = [
         p
         for p in pieces
-        if per_bucket[0 if one_bucket else p.bucket] == 1 and p.end - p.start == GRAIN_SECONDS[p.grain]
+        if per_bucket[0 if one_bucket else p.bucket] == 1
+        and p.grain != "raw"
+        and p.end - p.start == GRAIN_SECONDS[p.grain]
     ]
     chosen = set(alone)
     return alone, [p for p in pieces if p not in chosen]
@@ -155,13 +159,13 @@ def _arms(
     A unique metric's row is the answer when it is the only row of its query bucket and group: one
     window tiles the bucket, one row per group, and no top-N folding into OTHER.
     """
-    valued: list[Arm] = [(read.additive, read.additive_pieces, None, []), (read.unique, read.probe_pieces, None, [])]
+    valued: list[Arm] = [(read.additive, read.additive_pieces, None, [])]
     if not read.unique:
         return valued, []
     if not read.one_row_per_group:
-        return valued, [(read.unique, read.unique_pieces, None, [])]
+        return valued, [(read.unique, [*read.unique_pieces, *read.sketch_pieces], None, [])]
     alone, rest = _one_window(read.unique_pieces, one_bucket)
-    merged: list[Arm] = [(read.unique, rest, None, [])]
+    merged: list[Arm] = [(read.unique, [*rest, *read.sketch_pieces], None, [])]
     if top is None:
         valued.append((read.unique, alone, None, []))
     else:
@@ -191,7 +195,7 @@ def rollup_sql(
     names = valued_metrics(read)
     sums = "".join(f", sum(value) FILTER (WHERE metric = ?) AS m{i}" for i in range(len(names)))
     nulls = ", NULL::DOUBLE" * len(names)
-    summed = f"SELECT {key}, NULL::VARCHAR AS metric{sums}, NULL::INTEGER[] AS sketch FROM"
+    summed = f"SELECT {key}, NULL::VARCHAR AS metric{sums}, NULL::BLOB AS sketch FROM"
     merging = f"SELECT {key}, metric{nulls}, sketch FROM"
 
     def keyed(value_arms: list[Arm], merge_arms: list[Arm]) -> tuple[str, Params] | None:
@@ -244,11 +248,17 @@ def valued_metrics(read: RollupRead) -> tuple[str, ...]:
     return read.additive + read.unique
 
 
-def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple[str | None, ...], dict[str, float]]]:
+Kept = dict[tuple[int, tuple[str | None, ...], str], hll.Sketch]  # (bucket, group, metric) -> merged sketch
+
+
+def cells(
+    read: RollupRead, table: pa.Table | None, kept: Kept | None = None
+) -> Iterator[tuple[int, tuple[str | None, ...], dict[str, float]]]:
     """(bucket, group, {metric: value}) of rollup_sql's rows (as Arrow); each merged sketch estimated.
 
     A (bucket, group) comes once with its summed values, and once more per metric whose sketches
-    were merged for it.
+    were merged for it. The merged sketches of the buckets of `read.sketch_pieces` go into `kept`
+    instead, unestimated (given `kept`).
     """
     if table is None:
         return
@@ -275,28 +285,15 @@ def cells(read: RollupRead, table: pa.Table | None) -> Iterator[tuple[int, tuple
     owners = np.fromiter(
         (0 if k[-1] is None else index.setdefault(k, len(index)) for k in keys), np.int32, table.num_rows
     )
-    estimates = merged_estimates(owners, len(index), table.column(table.num_columns - 1))
-    for (merged_bucket, *values_of_group, metric), estimate in zip(index, estimates, strict=True):
-        yield merged_bucket, tuple(values_of_group), {metric: estimate}
-
-
-def combos_sql(
-    tenant_id: str, set_name: str, dims: Sequence[str], pieces: Sequence[Piece], alias: str, in_memory: bool = False
-) -> tuple[str, Params] | None:
-    """SQL of the distinct values of `dims` in the rollup rows of the pieces (any metric)."""
-    params: Params = []
-    selects = []
-    columns = ", ".join(dims)
-    for grain in GRANULARITIES:
-        intervals = runs(pieces, grain)
-        if intervals:
-            params += [tenant_id, set_name]
-            windows = _windows(intervals, params)
-            selects.append(
-                f"SELECT {columns} FROM {alias}.main.{TABLES[grain]}"
-                f" WHERE {_kept('tenant_id', in_memory)} = ? AND {_kept('dimension_set', in_memory)} = ?"
-                f" AND ({windows})"
-            )
-    if not selects:
-        return None
-    return f"SELECT DISTINCT {columns} FROM ({' UNION ALL '.join(selects)})", params
+    unions = sketches.merged(owners, len(index), table.column(table.num_columns - 1))
+    keep = {p.bucket for p in read.sketch_pieces} if kept is not None else set()
+    estimated = []
+    for (merged_bucket, *values_of_group, metric), union in zip(index, unions, strict=True):
+        if merged_bucket in keep:
+            assert kept is not None
+            kept[(merged_bucket, tuple(values_of_group), metric)] = union
+        else:
+            estimated.append((merged_bucket, tuple(values_of_group), metric, union))
+    values = sketches.estimates([union for *_, union in estimated]).tolist()
+    for (merged_bucket, group, metric, _), estimate in zip(estimated, values, strict=True):
+        yield merged_bucket, group, {metric: estimate}
