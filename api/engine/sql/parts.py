@@ -48,12 +48,23 @@ def bucket_index(column: str, segments: Sequence[Segment] | None, params: Params
     return f"(CASE {' '.join(whens)} ELSE {arm} END)"
 
 
-def conditions(filters: Sequence[Condition], column: dict[str, str], params: Params) -> list[str]:
-    """SQL conditions of the filters; `column` maps a dimension to its SQL expression."""
+def conditions(
+    filters: Sequence[Condition], column: dict[str, str], params: Params, missing: str | None = None
+) -> list[str]:
+    """SQL conditions of the filters; `column` maps a dimension to its SQL expression.
+
+    `missing`: the columns may be NULL, and a NULL compares as this value. Written without coalesce()
+    on the column, which would keep DuckDB from pushing the filter into the scan (the raw path's
+    filtered page query: 214 ms with `coalesce(page, '') IN (...)`, 138 ms with `page IN (...)`).
+    """
     out = []
     for f in filters:
-        op = "NOT IN" if f.negated else "IN"
-        out.append(f"{column[f.dimension]} {op} ({placeholders(f.values, params)})")
+        col = column[f.dimension]
+        test = f"{col} {'NOT IN' if f.negated else 'IN'} ({placeholders(f.values, params)})"
+        # NULL IN (...) is NULL, so the row drops out; keep it where its stand-in value would pass.
+        if missing is not None and (missing in f.values) != f.negated:
+            test = f"({test} OR {col} IS NULL)"
+        out.append(test)
     return out
 
 

@@ -64,7 +64,7 @@ def raw_sql(
     lists of distinct user-key hashes, to unite with sketches.
     """
     dims = sorted(query.dimensions)
-    expr = {d: f"coalesce({d}, '{MISSING}')" for d in dims}
+    expr = {d: d for d in dims}
     needed = {"is_bot", "event_type"} | {c for m in metrics if (c := catalogue.metrics[m].column)}
     inner_params: Params = []
     bucket = bucket_index("event_at", segments, inner_params)
@@ -75,7 +75,7 @@ def raw_sql(
     if intervals is not None:
         where.append("(" + " OR ".join("(event_at >= ? AND event_at < ?)" for _ in intervals) + ")")
         inner_params += [utc(t) for span in intervals for t in span]
-    where += conditions(query.filters, expr, inner_params)
+    where += conditions(query.filters, expr, inner_params, missing=MISSING)
     inner = (
         f"SELECT {', '.join([f'{bucket} AS b', *groups, *sorted(needed)])}"
         f" FROM {alias}.main.{EVENTS_TABLE} WHERE {' AND '.join(where)}"
