@@ -1,9 +1,9 @@
 """One unique-user sketch format for the warehouse and the realtime layer: HLL++-style.
 
-The two layers kept incompatible HyperLogLogs (analytics_core/sketches.py: DuckDB `hash()`, p = 14,
-top bits pick the register; the realtime layer: Redis's MurmurHash64A, p = 14, low bits pick it), so
-a rollup sketch and a live Redis HLL could not be merged. This module is the format both use: the
-realtime layer keeps its uniques keys in it (realtime/hll.py, docs/REALTIME.md); the rollups not yet.
+Both layers keep their unique-user sketches in this format, so a rollup sketch and a realtime one
+merge: the rollups' `sketch` column (analytics_core/sketches.py, docs/ROLLUPS.md) and the realtime
+layer's minute keys in Redis (realtime/hll.py, docs/REALTIME.md); the query API unites them for a
+bucket that reaches past the warehouse watermark (docs/API.md).
 
 **Hash.** One 64-bit hash per user key, DuckDB's `hash(VARCHAR)` (UBIGINT): dbt computes it in SQL,
 Python (`hash_keys`) in an in-process DuckDB connection over an Arrow string array, and both give the
