@@ -165,6 +165,9 @@ def test_an_unreadable_lake_is_served_from_the_replica_saying_how_old_it_is(
         def unreadable(cursor: duckdb.DuckDBPyConnection) -> int:
             raise duckdb.IOException("catalog unreachable (test)")
 
+        # Neither the catalog's latest snapshot id (read outside a transaction: None when it fails)
+        # nor the lake's current snapshot can be read.
+        monkeypatch.setattr(replica, "_latest", lambda cursor: None)
         monkeypatch.setattr(replica, "_current", unreadable)
         deadline = time.monotonic() + 10
         while (replica.status().age_s() or 0) <= 0.6 and time.monotonic() < deadline:

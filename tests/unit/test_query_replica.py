@@ -315,3 +315,33 @@ def test_each_refresh_publishes_what_the_answer_cache_checks(reader: Reader, wri
     assert reader.replica.refresh()
     versions = reader.replica.status().versions
     assert versions is not None and not versions.current("t1", day)
+
+
+def test_the_catalog_tells_the_latest_snapshot_without_a_read_transaction_on_the_lake(
+    reader: Reader, writer: duckdb.DuckDBPyConnection
+) -> None:
+    reader.replica.refresh()
+    cursor = reader.con.cursor()
+    assert reader.replica._latest(cursor) == reader.current()
+    writer.execute(f"INSERT INTO lake.{ROLLUP_TABLES[0]} {rows('day', 4000, 2)}")
+    latest = reader.replica._latest(cursor)
+    assert latest == reader.current() > (reader.replica.status().snapshot_id or 0)
+    assert reader.replica.refresh()
+    before = reader.replica.status()
+    assert before.snapshot_id == latest and reader.differences() == NO_DIFFERENCES
+    assert not reader.replica.refresh()  # nothing new: confirmed current, nothing else published
+    after = reader.replica.status()
+    assert after.snapshot_id == before.snapshot_id and after.refreshes == before.refreshes
+    assert (after.synced_at or 0) >= (before.synced_at or 0)
+
+
+def test_where_the_catalog_cannot_be_read_directly_the_refresh_still_follows_the_lake(
+    reader: Reader, writer: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "_metadata", lambda lake: f"no_such_catalog_of_{lake}")
+    reader.replica.refresh()
+    assert reader.replica._latest(reader.con.cursor()) is None and not reader.replica._latest_readable
+    writer.execute(f"INSERT INTO lake.{ROLLUP_TABLES[1]} {rows('hour', 4000, 3)}")
+    assert reader.replica.refresh()
+    assert reader.replica.status().snapshot_id == reader.current()
+    assert reader.differences() == NO_DIFFERENCES

@@ -82,6 +82,7 @@ class Replica(ReplicaRefresh):
         self._feed_failures = 0  # change feeds that failed to apply, in a row (not counting an unreadable lake)
         self._rebuild_next = False  # after a few of those: copy the lake whole again
         self._history = LakeHistory(lake)  # which lake tables changed when, as far as the replica has followed
+        self._latest_readable = True
 
     # -- lifecycle -------------------------------------------------------------------------------
 
