@@ -15,11 +15,15 @@ help:
 	@echo "make lint       ruff, ruff format --check, mypy, import contracts (lint-imports), sqlfluff"
 	@echo "make down       stop the API, realtime consumer, collector and the local Kafka and Redis"
 
-$(STAMP): pyproject.toml
+GBSTATS := gbstats==0.8.0
+
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# A test-only reference (see pyproject.toml's dev extras): without its numpy<2 and pandas<2 pins.
+	$(BIN)/pip install -q --no-deps '$(GBSTATS)'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from analytics_cli.experiments import app as experiments_app
 from api.cli import serve_api
 from collector.cli import serve_collector
 from generator.cli import generate
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local Kafka and Redis.")
 app.add_typer(tenants_app, name="tenants", help="Create tenants, list them, rotate their keys, change their settings.")
+app.add_typer(experiments_app, name="experiments", help="A/B experiment statistics from per-variant sums.")
 app.command("generate")(generate)
 app.command("collector")(serve_collector)
 app.command("registry")(serve_registry)
