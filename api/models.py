@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from analytics_core.funnels import Funnel
 
 Source = Literal["rollup_day", "rollup_hour", "rollup_minute", "raw", "realtime"]
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -227,3 +229,143 @@ class CatalogueAnswer(BaseModel):
     granularities: list[str]
     filters: list[str]
     limits: Limits
+
+
+# -- funnels and experiments (docs/FUNNELS.md, docs/EXPERIMENTS.md) -------------------------------
+
+
+class FunnelStepInfo(BaseModel):
+    event_type: str
+    where: dict[str, list[str]] = Field(description="Field -> values one of which the event's field must have.")
+    title: str
+
+
+class FunnelInfo(BaseModel):
+    key: str
+    title: str
+    description: str
+    steps: list[FunnelStepInfo]
+    window_s: int = Field(description="Conversion window from the first step, in seconds; its end counts.")
+    order: Literal["ordered", "strict", "any"]
+    exclusions: list[dict[str, Any]]
+    hold_constant: str | None
+    breakdowns: list[str]
+
+
+class FunnelList(BaseModel):
+    funnels: list[FunnelInfo]
+
+
+class ExperimentMetricInfo(BaseModel):
+    key: str
+    title: str
+    kind: Literal["conversion", "continuous"]
+    event_type: str
+    value: str | None
+    within_s: int
+    cuped: bool
+    higher_is_better: bool
+    primary: bool
+
+
+class ExperimentInfo(BaseModel):
+    key: str
+    title: str
+    description: str
+    variants: dict[str, float] = Field(description="Planned share of users per variant.")
+    control: str
+    start: datetime
+    end: datetime | None
+    sequential: bool
+    alpha: float
+    metrics: list[ExperimentMetricInfo]
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentInfo]
+
+
+class SignificanceRow(BaseModel):
+    """One variant against control for one metric (docs/EXPERIMENTS.md, Output); null: cannot be computed."""
+
+    metric: str
+    kind: Literal["conversion", "continuous"]
+    variant: str
+    control: str
+    control_users: int
+    variant_users: int
+    control_mean: float | None
+    variant_mean: float | None
+    absolute_lift: float | None
+    absolute_ci_low: float | None
+    absolute_ci_high: float | None
+    absolute_p_value: float | None
+    relative_lift: float | None
+    relative_ci_low: float | None
+    relative_ci_high: float | None
+    relative_p_value: float | None
+    chance_to_win: float | None
+    risk_control: float | None
+    risk_variant: float | None
+    srm_p_value: float | None
+    verdict: Literal["win", "loss", "not_significant_yet", "srm"]
+    cannot_compute: str | None
+    cuped: bool
+    sequential: bool
+    alpha: float
+
+
+class ExperimentResult(BaseModel):
+    experiment: ExperimentInfo
+    users: dict[str, int] = Field(description="Analysed users per variant (first exposure, one variant only).")
+    excluded: dict[str, int] = Field(description="Exposed users left out, per reason.")
+    srm_p_value: float | None = Field(description="Chi-square of the users per variant against the planned split.")
+    verdicts: dict[str, str] = Field(description="Per non-control variant, the primary metric's verdict.")
+    rows: list[SignificanceRow] = Field(description="Primary metric first, then the guardrails.")
+    built_at: datetime | None = Field(description="When the experiment's tables were last built (hourly).")
+    elapsed_ms: float = 0.0
+
+
+class FunnelQuery(BaseModel):
+    """A defined funnel (`funnel`) or an ad-hoc one (`definition`) over first steps in [start, end), UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    funnel: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$", description="A defined funnel's key.")
+    definition: Funnel | None = Field(default=None, description="An ad-hoc funnel, as in dbt_project.yml.")
+    start: Time = Field(description="First steps from here (inclusive); without an offset it is UTC.")
+    end: Time = Field(description="First steps until here (exclusive).")
+    granularity: Literal["day", "total"] = Field(
+        default="day", description="day: a row per cohort day (UTC); total: the whole range (a user counts once a day)."
+    )
+    breakdown: Literal["country", "device", "page", "library"] | None = Field(
+        default=None, description="Rows per value of this dimension of the first step's event."
+    )
+
+
+class FunnelRow(BaseModel):
+    cohort_day: date | None = Field(description="UTC day of the first step; null with granularity total.")
+    breakdown_value: str | None
+    entered: int
+    reached: list[int] = Field(description="Users reaching each step (the first is `entered`).")
+    pending: int = Field(description="Users whose window is still open: neither converted nor dropped.")
+    pending_at: list[int] = Field(description="Pending users by the last step they reached (1 .. steps - 1).")
+    excluded: int = Field(description="Users whose every attempt of the day was left by an exclusion step.")
+    median_s: list[float | None] = Field(description="Median seconds from step k to k + 1.")
+    p90_s: list[float | None] = Field(description="90th percentile of the seconds from step k to k + 1.")
+
+
+class FunnelAnswer(BaseModel):
+    funnel: str | None
+    source: Literal["fct_funnel_daily", "raw_events"] = Field(
+        description="The defined funnel's daily table, or the staged events (ad-hoc funnels, total, not whole days)."
+    )
+    steps: list[FunnelStepInfo]
+    start: datetime
+    end: datetime
+    granularity: Literal["day", "total"]
+    breakdown: str | None
+    rows: list[FunnelRow]
+    truncated: bool = False
+    as_of: datetime | None = Field(description="Pending users are those whose window was open at this time.")
+    elapsed_ms: float = 0.0

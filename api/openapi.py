@@ -27,6 +27,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "No valid read key: `Authorization: Bearer <read key>` is required.",
         "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
     },
+    404: {"model": ErrorBody, "description": "No such funnel or experiment is defined (the list routes name them)."},
     413: {"model": ErrorBody, "description": "The body is above 64 KB."},
     429: {
         "model": ErrorBody,

@@ -284,7 +284,9 @@ class QueryEngine:
         finally:
             cursor.close()
 
-    def _fetch(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    def _fetch(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
         return self._read(lambda: cursor.execute(sql, params).fetchall())
 
     def _fetch_arrow(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pa.Table:
@@ -359,6 +361,15 @@ class QueryEngine:
             marks = self._watermark_map(cursor, tenant_id, self._rollup_alias())
         value = marks.get("minute", max(marks.values(), default=None))
         return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+    def read_lake(self, sql: str, params: list[Any] | dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of `sql` over the lake (`{lake}` stands for its alias), retried while the catalog is busy.
+
+        For the tables the replica does not hold (the experiments'); WarehouseUnavailable when the lake
+        cannot be read, a duckdb.CatalogException when the table is not built yet.
+        """
+        with self._cursor() as cursor:
+            return self._fetch(cursor, sql.replace("{lake}", self.alias), params)
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -15,12 +15,20 @@ from analytics_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGING = "stg_tracking__events"
+EXPERIMENT_AND_FUNNEL_MODELS = (
+    "fct_experiment_exposures",
+    "fct_experiment_user_metrics",
+    "fct_experiment_variant_stats",
+    "fct_experiment_significance",
+    "fct_funnel_daily",
+)
 DBT_MODELS = {
     STAGING,
     "fct_metrics_minute",
     "fct_metrics_hour",
     "fct_metrics_day",
     "fct_warehouse_watermarks",
+    *EXPERIMENT_AND_FUNNEL_MODELS,
 }
 JOBS = ("metrics_minute", "metrics_hourly", "rebuild_metrics", "replay")
 
@@ -48,6 +56,11 @@ def test_assets_and_lineage_run_from_kafka_through_raw_events_to_the_rollups(def
     assert parents("tracking/raw_events") == {"kafka/tracking_events"}
     assert parents("stg_tracking__events") == {"tracking/raw_events"}  # the dbt source is the loader's asset
     assert parents("fct_metrics_day") == {"fct_metrics_hour"}
+    assert parents("fct_experiment_exposures") == {STAGING}
+    assert parents("fct_experiment_user_metrics") == {STAGING, "fct_experiment_exposures"}
+    assert parents("fct_experiment_variant_stats") == {"fct_experiment_exposures", "fct_experiment_user_metrics"}
+    assert parents("fct_experiment_significance") == {"fct_experiment_variant_stats"}
+    assert parents("fct_funnel_daily") == {STAGING}
     checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys}
     assert {"tracking/raw_events", *DBT_MODELS} <= checked  # dbt tests became asset checks
 
@@ -70,6 +83,7 @@ def test_jobs_and_schedules(defs: dg.Definitions) -> None:
         "fct_metrics_hour",
         "fct_metrics_day",
         "fct_warehouse_watermarks",
+        *EXPERIMENT_AND_FUNNEL_MODELS,  # the experiments' and funnels' tables are rebuilt each hour
     }
     assert selected(defs, "rebuild_metrics") == DBT_MODELS
     minute = defs.resolve_schedule_def("metrics_minute_every_minute")

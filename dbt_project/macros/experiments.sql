@@ -1,0 +1,156 @@
+{#-
+    The experiments of `var('experiments')` (and the funnels of `var('funnels')`), as the models need them.
+
+    analytics_core/funnels.py is where a definition is checked (the query API and `analytics`
+    refuse a project whose definitions break a rule). dbt reads the same YAML on its own, so the
+    parts that become SQL are checked again here: keys and variant names must be plain names
+    (they are written into the SQL), durations are parsed to seconds the same way, and every other
+    value is written as an escaped string literal (sql_string).
+-#}
+
+{% macro experiment_definitions() %}
+    {%- set plain = '^[a-z][a-z0-9_]{0,62}$' -%}
+    {%- set out = [] -%}
+    {%- set raw = var('experiments', {}) or {} -%}
+    {%- for key in raw | sort -%}
+        {%- set e = raw[key] -%}
+        {%- if not modules.re.match(plain, key) -%}
+            {{ exceptions.raise_compiler_error("experiments." ~ key ~ ": keys are lowercase letters, digits and _") }}
+        {%- endif -%}
+        {%- for variant in e['variants'] -%}
+            {%- if not modules.re.match(plain, variant) -%}
+                {{ exceptions.raise_compiler_error("experiments." ~ key ~ ".variants: " ~ variant ~ " is not a plain name") }}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- set metrics = [] -%}
+        {%- for name in e['metrics'] | sort -%}
+            {%- set m = e['metrics'][name] -%}
+            {%- if not modules.re.match(plain, name) -%}
+                {{ exceptions.raise_compiler_error("experiments." ~ key ~ ".metrics: " ~ name ~ " is not a plain name") }}
+            {%- endif -%}
+            {%- if m['kind'] not in ('conversion', 'continuous') or m.get('value') not in (none, 'revenue') -%}
+                {{ exceptions.raise_compiler_error("experiments." ~ key ~ ".metrics." ~ name ~ ": kind must be conversion or continuous, value revenue or none") }}
+            {%- endif -%}
+            {%- do metrics.append({
+                'name': name,
+                'kind': m['kind'],
+                'event_type': m['event_type'],
+                'where': m.get('where') or {},
+                'value': m.get('value'),
+                'within': duration_seconds(m['within'], 'experiments.' ~ key ~ '.metrics.' ~ name ~ '.within'),
+                'cuped': m.get('cuped', false),
+                'higher_is_better': m.get('higher_is_better', true),
+            }) -%}
+        {%- endfor -%}
+        {%- do out.append({
+            'key': key,
+            'variants': e['variants'],
+            'control': e['control'],
+            'start': e['start'] | string,
+            'end': (e['end'] | string) if e.get('end') else none,
+            'primary': e['primary'],
+            'sequential': e.get('sequential', false),
+            'alpha': e.get('alpha', 0.05),
+            'metrics': metrics,
+        }) -%}
+    {%- endfor -%}
+    {{ return(out) }}
+{% endmacro %}
+
+{#- The funnels of `var('funnels')`, their keys checked (they are written into the SQL); the rest the
+    funnel macros check or bind (dbt_project/macros/funnels.sql). -#}
+{% macro funnel_definitions() %}
+    {%- set raw = var('funnels', {}) or {} -%}
+    {%- for key in raw -%}
+        {%- if not modules.re.match('^[a-z][a-z0-9_]{0,62}$', key) -%}
+            {{ exceptions.raise_compiler_error("funnels." ~ key ~ ": keys are lowercase letters, digits and _") }}
+        {%- endif -%}
+        {%- for dimension in raw[key].get('breakdowns') or [] -%}
+            {%- if dimension not in ('country', 'device', 'page', 'library') -%}
+                {{ exceptions.raise_compiler_error("funnels." ~ key ~ ".breakdowns: " ~ dimension ~ " is not a breakdown dimension") }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {{ return(raw) }}
+{% endmacro %}
+
+{#- Every (experiment, metric) of experiment_definitions(), flat: the metric's fields plus `experiment`. -#}
+{% macro experiment_metrics(experiments) %}
+    {%- set out = [] -%}
+    {%- for e in experiments -%}
+        {%- for m in e.metrics -%}{%- do out.append(dict(m, experiment=e.key, variants=e.variants, control=e.control)) -%}{%- endfor -%}
+    {%- endfor -%}
+    {{ return(out) }}
+{% endmacro %}
+
+{#- Seconds of `90s`, `30m`, `24h`, `7d` or an integer (analytics_core/funnels.py's parse_duration). -#}
+{% macro duration_seconds(value, where) %}
+    {%- if value is number -%}{{ return(value | int) }}{%- endif -%}
+    {%- set match = modules.re.match('^\\s*(\\d+)\\s*([smhd])\\s*$', value | string) -%}
+    {%- if not match -%}
+        {{ exceptions.raise_compiler_error(where ~ ": " ~ value ~ " is not a duration such as 30m, 24h or 7d") }}
+    {%- endif -%}
+    {%- set units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400} -%}
+    {{ return((match.group(1) | int) * units[match.group(2)]) }}
+{% endmacro %}
+
+{#- A string literal of `value`, escaped for the warehouse. -#}
+{% macro sql_string(value) -%}
+    {{ return(adapter.dispatch('sql_string', 'analytics')(value)) }}
+{%- endmacro %}
+
+{% macro default__sql_string(value) -%}
+    {{ funnel_bigquery_literal(value) }}
+{%- endmacro %}
+
+{% macro duckdb__sql_string(value) -%}
+    {{ funnel_duckdb_literal(value) }}
+{%- endmacro %}
+
+{#- Comma-separated string literals of `values`. -#}
+{% macro sql_strings(values) -%}
+    {%- set listed = [] -%}
+    {%- for v in values -%}{%- do listed.append(sql_string(v)) -%}{%- endfor -%}
+    {{ listed | join(', ') }}
+{%- endmacro %}
+
+{#- A timestamp literal of an ISO 8601 time from the YAML (UTC when it has no offset). -#}
+{% macro iso_timestamp(value) -%}
+    {%- set parsed = modules.datetime.datetime.fromisoformat((value | string).replace('Z', '+00:00')) -%}
+    {%- if parsed.tzinfo is none -%}{%- set parsed = parsed.replace(tzinfo=modules.pytz.utc) -%}{%- endif -%}
+    {{ return(utc_timestamp(parsed.astimezone(modules.pytz.utc).strftime('%Y-%m-%d %H:%M:%S.%f+00:00'))) }}
+{%- endmacro %}
+
+{#- SQL that is true when the staged event's fields have the values of a `where` mapping. -#}
+{% macro where_matches(where, relation='') -%}
+    {%- set prefix = (relation ~ '.') if relation else '' -%}
+    {%- set parts = [] -%}
+    {%- for field in where | sort -%}
+        {%- set values = where[field] if where[field] is iterable and where[field] is not string else [where[field]] -%}
+        {%- if field.startswith('properties.') -%}
+            {%- set key = field[11:] -%}
+            {%- if not modules.re.match('^[A-Za-z_][A-Za-z0-9_]{0,62}$', key) -%}
+                {{ exceptions.raise_compiler_error(field ~ " is not a filterable field") }}
+            {%- endif -%}
+            {%- do parts.append(json_string(prefix ~ 'properties', key) ~ ' in (' ~ sql_strings(values) ~ ')') -%}
+        {%- elif field in ('page', 'country', 'device', 'library', 'currency', 'experiment_variant') -%}
+            {%- do parts.append(prefix ~ field ~ ' in (' ~ sql_strings(values) ~ ')') -%}
+        {%- else -%}
+            {{ exceptions.raise_compiler_error(field ~ " is not a filterable field") }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ parts | join(' and ') if parts else 'true' }}
+{%- endmacro %}
+
+{#- The string value of a top-level key of a JSON object held as text (null when missing). -#}
+{% macro json_string(column, key) -%}
+    {{ return(adapter.dispatch('json_string', 'analytics')(column, key)) }}
+{%- endmacro %}
+
+{% macro default__json_string(column, key) -%}
+    json_value({{ column }}, '$.{{ key }}')
+{%- endmacro %}
+
+{% macro duckdb__json_string(column, key) -%}
+    json_extract_string({{ column }}, '$.{{ key }}')
+{%- endmacro %}

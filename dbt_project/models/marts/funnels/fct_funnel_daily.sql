@@ -1,0 +1,75 @@
+-- Each defined funnel (vars `funnels` in dbt_project.yml) per tenant and cohort day (the UTC day
+-- of the counted attempt's first step): users entering, reaching each step, pending (window still
+-- open when the table was built) and excluded, and the median and p90 seconds between consecutive
+-- steps. One row per day for the whole funnel (`breakdown` ''), and one per value of each of the
+-- funnel's breakdowns (`breakdown` names the dimension, `breakdown_value` the first step's value).
+-- The counting is dbt_project/macros/funnels.sql's, the same SQL the query API renders for ad-hoc
+-- funnels (docs/FUNNELS.md). Step columns go to 10 (the most steps a funnel may have); those
+-- past the funnel's last step are null.
+-- A table rebuilt whole by each hourly run: pending users and late events restate any day.
+{{ config(materialized='table', tags=['hourly']) }}
+
+{%- set funnels = funnel_definitions() %}
+{%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal %}
+{%- set max_steps = 10 %}
+{%- set count_null = 'cast(null as ' ~ dbt.type_bigint() ~ ')' %}
+{%- set seconds_null = 'cast(null as ' ~ double_type() ~ ')' %}
+{%- set parts = [] %}
+{%- for key in funnels | sort %}
+    {%- for dimension in [none] + (funnels[key].get('breakdowns') or []) | list %}
+        {%- do parts.append({'key': key, 'funnel': funnels[key], 'dimension': dimension}) %}
+    {%- endfor %}
+{%- endfor %}
+
+{% if parts %}
+    {% for part in parts %}
+        {%- set n = part.funnel['steps'] | length %}
+        select
+            summary.tenant_id,
+            '{{ part.key }}' as funnel_key,
+            summary.cohort_day,
+            '{{ part.dimension or "" }}' as breakdown,
+            {% if part.dimension -%}
+                cast(summary.{{ part.dimension }} as {{ dbt.type_string() }})
+            {%- else -%}
+                cast(null as {{ dbt.type_string() }})
+            {%- endif %} as breakdown_value,
+            summary.entered,
+            summary.pending,
+            summary.excluded,
+            {%- for k in range(1, max_steps + 1) %}
+                {% if k <= n %}summary.reached_{{ k }},{% else %}{{ count_null }} as reached_{{ k }},{% endif %}
+            {%- endfor %}
+            {%- for k in range(1, max_steps) %}
+                {% if k < n %}summary.pending_at_{{ k }},{% else %}{{ count_null }} as pending_at_{{ k }},{% endif %}
+            {%- endfor %}
+            {%- for k in range(2, max_steps + 1) %}
+                {% if k <= n %}summary.median_s_{{ k }},{% else %}{{ seconds_null }} as median_s_{{ k }},{% endif %}
+                {% if k <= n %}summary.p90_s_{{ k }},{% else %}{{ seconds_null }} as p90_s_{{ k }},{% endif %}
+            {%- endfor %}
+            {{ n }} as steps,
+            {{ run_timestamp() }} as _built_at
+        from (
+            {{ funnel_summary(
+                ref('stg_tracking__events'),
+                part.funnel,
+                utc_timestamp('1900-01-01 00:00:00+00:00'),
+                utc_timestamp('9999-01-01 00:00:00+00:00'),
+                run_timestamp(),
+                bind,
+                dialect=('duckdb' if target.type == 'duckdb' else 'bigquery'),
+                breakdowns=([part.dimension] if part.dimension else []),
+            ) }}
+        ) as summary
+        {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+{% else %}
+    select
+        cast(null as {{ dbt.type_string() }}) as tenant_id,
+        cast(null as {{ dbt.type_string() }}) as funnel_key,
+        cast(null as date) as cohort_day,
+        cast(null as {{ dbt.type_string() }}) as breakdown,
+        cast(null as {{ dbt.type_string() }}) as breakdown_value,
+        {{ run_timestamp() }} as _built_at
+    where false
+{% endif %}

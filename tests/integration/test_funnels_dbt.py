@@ -1,0 +1,283 @@
+"""fct_funnel_daily on DuckDB against the two other computations of the same funnel.
+
+Sessions walking the project's `checkout` funnel (page_view → add_to_cart → checkout → purchase,
+window 1 day, broken down by country and device) over three days, with bots, repeated first steps,
+steps past the window and users still in their window, are written into a fresh lake and built
+with dbt. The table must equal (a) the funnel SQL as the query API renders it
+(analytics_core/funnel_sql.py) over the same staged events, and (b) tests/funnel_reference.py, the
+plain-Python engine, over the events themselves.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from analytics_core import warehouse
+from analytics_core.funnel_sql import render
+from analytics_core.funnels import get_definitions
+from analytics_core.settings import Settings
+from api.app import create_app
+from tenants import TenantStore, create_tenant_with_keys
+from tests import funnel_reference
+from tests.integration.dbt_runs import run_dbt
+from tests.integration.lake_events import write_raw
+
+pytestmark = pytest.mark.integration
+
+FUNNEL = get_definitions().funnels["checkout"]
+STEPS = [s.event_type for s in FUNNEL.steps]
+DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
+MAX_STEPS = 10
+
+
+def generated(seed: int = 3) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for tenant in ("t1", "t2"):
+        for u in range(120):
+            user, country, device = f"{tenant}-u{u}", rng.choice(["US", "DE", "IN"]), rng.choice(["mobile", "desktop"])
+            for _ in range(rng.randrange(1, 4)):
+                at = DAY0 + timedelta(seconds=rng.randrange(0, 3 * 86_400))
+                depth = rng.choice([1, 1, 2, 2, 3, 4, 4])
+                for step in STEPS[:depth]:
+                    out.append(
+                        {"tenant_id": tenant, "user_id": user, "event_type": step, "timestamp": at, "is_bot": False,
+                         "country": country, "device": device}
+                    )  # fmt: skip
+                    at += timedelta(seconds=rng.choice([5, 60, 600, 3600, 30 * 3600]))  # 30 h: past the window
+                    if rng.random() < 0.1:  # some later steps come from another device
+                        device = rng.choice(["mobile", "desktop"])
+        out.append({"tenant_id": tenant, "user_id": f"{tenant}-bot", "event_type": "page_view", "timestamp": DAY0,
+                    "is_bot": True, "country": "US", "device": "bot"})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(
+    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
+    folder: Path = tmp_path_factory.mktemp("funnels")
+    settings = stack_settings.model_copy(
+        update={
+            "warehouse_path": folder / "warehouse",
+            "warehouse_catalog": "",
+            "warehouse_data_path": "",
+            "tenants_db": folder / "tenants.sqlite",
+            "redis_key_prefix": f"test:funnels:{uuid.uuid4().hex[:8]}:",
+        }
+    )
+    events = generated()
+    write_raw(settings, events)
+    run_dbt(
+        settings,
+        "build",
+        "--select",
+        "stg_tracking__events",
+        "fct_funnel_daily",
+        "--indirect-selection",
+        "cautious",
+        "--exclude-resource-type",
+        "unit_test",
+    )
+    yield settings, events
+
+
+def table_rows(settings: Settings, breakdown: str) -> tuple[dict[tuple[Any, ...], dict[str, Any]], datetime]:
+    con = warehouse.connect(settings, read_only=True)
+    try:
+        cursor = con.execute(
+            f"SELECT * FROM {settings.warehouse_alias}.main.fct_funnel_daily WHERE funnel_key = 'checkout'"
+            " AND breakdown = ?",
+            [breakdown],
+        )
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+    built_at = rows[0]["_built_at"]
+    return {(r["tenant_id"], r["cohort_day"], r["breakdown_value"]): r for r in rows}, built_at
+
+
+def api_rows(settings: Settings, breakdown: str, as_of: datetime) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The same funnel through analytics_core/funnel_sql.py (the query API's path) over the staged events."""
+    group = [breakdown] if breakdown else []
+    sql, params = render(
+        FUNNEL,
+        f"{settings.warehouse_alias}.main.stg_tracking__events",
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(9999, 1, 1, tzinfo=UTC),
+        as_of,
+        group_by=group,
+    )
+    con = warehouse.connect(settings, read_only=True)
+    try:
+        cursor = con.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+    return {(r["tenant_id"], r["cohort_day"], r[breakdown] if breakdown else None): r for r in rows}
+
+
+def _staged(e: dict[str, Any], i: int) -> dict[str, Any]:
+    """A generated event as tests/funnel_reference.py takes it (the staged columns, time in epoch µs)."""
+    return {
+        "tenant_id": e["tenant_id"], "event_id": f"e{i}", "event_type": e["event_type"], "user_key": e["user_id"],
+        "page": None, "country": e["country"], "device": e["device"], "library": "test", "currency": None,
+        "experiment_variant": None, "properties": "{}", "is_bot": e["is_bot"],
+        "ts": int(e["timestamp"].timestamp() * 1_000_000),
+    }  # fmt: skip
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def reference_rows(
+    events: list[dict[str, Any]], breakdown: str, as_of: datetime
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    staged = [_staged(e, i) for i, e in enumerate(events)]
+    group = [breakdown] if breakdown else []
+    start, end = datetime(1900, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
+    entries = funnel_reference.entries(staged, FUNNEL, _us(start), _us(end), _us(as_of), group)
+    rows = funnel_reference.summary(entries, FUNNEL, group)
+    epoch = date(1970, 1, 1)  # the reference numbers days from it
+    return {
+        (r["tenant_id"], epoch + timedelta(days=r["cohort_day"]), r[breakdown] if breakdown else None): r for r in rows
+    }
+
+
+def same(table: dict[str, Any], other: dict[str, Any], where: Any) -> None:
+    n = len(STEPS)
+    for column in ("entered", "pending", "excluded", *(f"reached_{k}" for k in range(1, n + 1))):
+        assert table[column] == other[column], (where, column)
+    for k in range(1, n):
+        assert table[f"pending_at_{k}"] == other[f"pending_at_{k}"], (where, k)
+    for k in range(2, n + 1):
+        for name in ("median_s", "p90_s"):
+            want = other[f"{name}_{k}"]
+            assert (table[f"{name}_{k}"] is None) == (want is None), (where, name, k)
+            if want is not None:
+                assert table[f"{name}_{k}"] == pytest.approx(want, rel=1e-12), (where, name, k)
+    for k in range(n + 1, MAX_STEPS + 1):  # no steps past the funnel's last
+        assert table[f"reached_{k}"] is None and table[f"median_s_{k}"] is None
+
+
+@pytest.mark.parametrize("breakdown", ["", "country", "device"])
+def test_the_daily_table_equals_the_api_path_and_the_reference(
+    built: tuple[Settings, list[dict[str, Any]]], breakdown: str
+) -> None:
+    settings, events = built
+    table, built_at = table_rows(settings, breakdown)
+    api = api_rows(settings, breakdown, built_at)
+    reference = reference_rows(events, breakdown, built_at)
+    assert table.keys() == api.keys() == reference.keys()
+    assert len({day for _, day, _ in table}) >= 3
+    for key, row in table.items():
+        assert row["steps"] == len(STEPS)
+        same(row, api[key], key)
+        same(row, reference[key], key)
+    # The first step's device counts, not a later one's; the bot never enters.
+    assert sum(r["entered"] for r in table.values()) == sum(r["entered"] for r in reference.values()) > 0
+
+
+def api_answer_rows(answer: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The API's rows in the shape of the summary columns, keyed by (day, breakdown value)."""
+    out = {}
+    for row in answer["rows"]:
+        flat = {"entered": row["entered"], "pending": row["pending"], "excluded": row["excluded"]}
+        for k, value in enumerate(row["reached"], 1):
+            flat[f"reached_{k}"] = value
+        for k, value in enumerate(row["pending_at"], 1):
+            flat[f"pending_at_{k}"] = value
+        for k, (median, p90) in enumerate(zip(row["median_s"], row["p90_s"], strict=True), 2):
+            flat[f"median_s_{k}"], flat[f"p90_s_{k}"] = median, p90
+        day = date.fromisoformat(row["cohort_day"]) if row["cohort_day"] else None
+        out[(day, row["breakdown_value"])] = flat
+    return out
+
+
+def test_the_api_answers_defined_and_ad_hoc_funnels_with_the_same_numbers(
+    built: tuple[Settings, list[dict[str, Any]]],
+) -> None:
+    settings, events = built
+    create_tenant_with_keys(TenantStore(settings.tenants_db), "t1", "wk_funnels_t1", "rk_funnels_t1")
+    start, end = DAY0.isoformat(), (DAY0 + timedelta(days=4)).isoformat()
+    adhoc = {"steps": [{"event_type": t} for t in STEPS], "window": "1d", "breakdowns": ["country", "device"]}
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer rk_funnels_t1"}
+
+        def ask(**body: Any) -> dict[str, Any]:
+            answer = client.post("/api/v1/funnels/query", headers=auth, json={"start": start, "end": end, **body})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        table, _ = table_rows(settings, "country")
+        wanted = {(day, value): row for (tenant, day, value), row in table.items() if tenant == "t1"}
+        defined = ask(funnel="checkout", breakdown="country")
+        assert defined["source"] == "fct_funnel_daily" and [s["event_type"] for s in defined["steps"]] == STEPS
+        got = api_answer_rows(defined)
+        assert got.keys() == wanted.keys()
+        for key, row in got.items():
+            for column, value in row.items():
+                assert value == pytest.approx(wanted[key][column], rel=1e-12), (key, column)
+
+        # The same definition given ad hoc is counted over the staged events: the same numbers, except
+        # pending users, judged at the time asked rather than when the table was built.
+        raw = ask(definition=adhoc, breakdown="country")
+        assert raw["source"] == "raw_events"
+        for key, row in api_answer_rows(raw).items():
+            for column in ("entered", "reached_2", "reached_4", "median_s_2", "p90_s_4"):
+                assert row[column] == pytest.approx(got[key][column], rel=1e-12), (key, column)
+
+        # total: one row for the range, each user once a day; the reference over the events agrees.
+        total = ask(funnel="checkout", granularity="total")
+        assert total["source"] == "raw_events" and len(total["rows"]) == 1
+        as_of = datetime.fromisoformat(total["as_of"])
+        staged_total = reference_total(events, as_of)
+        for column, value in api_answer_rows(total)[(None, None)].items():
+            assert value == pytest.approx(staged_total[column], rel=1e-12), column
+
+        # Another tenant's events never count; refusals name the field.
+        assert sum(r["entered"] for r in defined["rows"]) == sum(
+            r["entered"] for (t, *_), r in table.items() if t == "t1"
+        )
+        both = client.post(
+            "/api/v1/funnels/query",
+            headers=auth,
+            json={"start": start, "end": end, "funnel": "checkout", "definition": adhoc},
+        )
+        assert both.status_code == 400 and both.json()["field"] == "funnel"
+        assert (
+            client.post(
+                "/api/v1/funnels/query", headers=auth, json={"start": start, "end": end, "funnel": "nope"}
+            ).status_code
+            == 404
+        )
+        long = client.post(
+            "/api/v1/funnels/query",
+            headers=auth,
+            json={"start": "2020-01-01", "end": "2026-01-01", "definition": adhoc},
+        )
+        assert long.status_code == 400 and long.json()["rule"] == "max_raw_range_days"
+        bad = client.post(
+            "/api/v1/funnels/query",
+            headers=auth,
+            json={"start": start, "end": end, "definition": {**adhoc, "order": "x"}},
+        )
+        assert bad.status_code == 400, bad.text
+
+
+def reference_total(events: list[dict[str, Any]], as_of: datetime) -> dict[str, Any]:
+    """tenant t1's whole-range summary of the four days by the reference."""
+    staged = [_staged(e, i) for i, e in enumerate(events) if e["tenant_id"] == "t1"]
+    entries = funnel_reference.entries(staged, FUNNEL, _us(DAY0), _us(DAY0 + timedelta(days=4)), _us(as_of), [])
+    return funnel_reference.summary(entries, FUNNEL, [], by_day=False)[0]
