@@ -72,6 +72,10 @@ def generated(seed: int = 5) -> list[dict[str, Any]]:
                 if rng.random() < rate:
                     offset = timedelta(seconds=rng.randrange(-9 * 86_400, 10 * 86_400))
                     out.append(purchase(tenant, user, first + offset, round(rng.uniform(5, 200), 2)))
+            if rng.random() < rate:  # bought in the session that showed the button: the purchase carries the tag
+                tagged = {"experiment_key": "checkout_button", "experiment_variant": variant}
+                at = first + timedelta(seconds=rng.choice([30, 600, 2 * 86_400]))  # 2 days: past checkout_purchase's
+                out.append(purchase(tenant, user, at, 20.0, **tagged))
         # The span's edges: at its end counts, one microsecond later does not; before exposure is CUPED's.
         out.append(exposure(tenant, f"{tenant}-edge", "control", T0))
         out.append(purchase(tenant, f"{tenant}-edge", T0 + within, 10.0))
@@ -116,7 +120,7 @@ def expected(events: list[dict[str, Any]]) -> dict[str, Any]:
                 e
                 for e in events
                 if e["tenant_id"] == tenant and e["user_id"] == user and e["event_type"] == metric.event_type
-                and not e["is_bot"]
+                and not e["is_bot"] and all(e.get(f) in values for f, values in metric.where.items())
             ]  # fmt: skip
             after = [e for e in mine if first <= e["timestamp"] <= first + within]
             before = [e for e in mine if first - within <= e["timestamp"] < first]
@@ -279,7 +283,8 @@ def test_the_api_serves_the_definitions_and_each_tenants_results(built: tuple[Se
         listed = client.get("/api/v1/experiments", headers=auth).json()["experiments"]
         assert [e["key"] for e in listed] == ["checkout_button"]
         assert listed[0]["variants"] == EXPERIMENT.variants
-        assert {m["key"]: m["primary"] for m in listed[0]["metrics"]} == {"purchase_7d": True, "revenue_7d": False}
+        primary = {m["key"]: m["primary"] for m in listed[0]["metrics"]}
+        assert primary == {"checkout_purchase": True, "purchase_7d": False, "revenue_7d": False}
         funnels = client.get("/api/v1/funnels", headers=auth).json()["funnels"]
         assert funnels[0]["key"] == "checkout" and funnels[0]["window_s"] == 86_400
 
@@ -289,11 +294,11 @@ def test_the_api_serves_the_definitions_and_each_tenants_results(built: tuple[Se
             )
             assert answer.status_code == 200, answer.text
             body = answer.json()
-            users = {v: int(want["sums"][(tenant, "purchase_7d", v)][0]) for v in EXPERIMENT.variants}
+            users = {v: int(want["sums"][(tenant, "checkout_purchase", v)][0]) for v in EXPERIMENT.variants}
             assert body["users"] == users
             reasons = [why for (t, _), why in want["excluded"].items() if t == tenant]
             assert body["excluded"] == {why: reasons.count(why) for why in set(reasons)}
-            assert [r["metric"] for r in body["rows"]] == ["purchase_7d", "revenue_7d"]  # primary first
+            assert [r["metric"] for r in body["rows"]] == ["checkout_purchase", "purchase_7d", "revenue_7d"]
             rows = lake_query(
                 settings,
                 "SELECT metric, variant, absolute_p_value, verdict, srm_p_value"

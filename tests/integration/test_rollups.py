@@ -262,3 +262,24 @@ def test_rebuild_from_gives_the_same_numbers(lake: tuple[Settings, dict]) -> Non
         settings, "SELECT count(*), count(DISTINCT (tenant_id, event_id)) FROM {lake}.stg_tracking__events"
     )
     assert staged[0][0] == staged[0][1]
+
+
+def test_the_experiments_users_and_conversions_equal_the_ground_truth(lake: tuple[Settings, dict]) -> None:
+    """checkout_button's primary metric (a purchase carrying the experiment's tag, the session that showed the
+    button) through Kafka, the loader and dbt: per tenant and variant, the exposed users and converters the
+    generator counted (tests/unit/test_experiment_detection.py takes it from there to the verdict)."""
+    settings, truth = lake
+    by_tenant = truth["experiments"]["checkout_button"]["by_tenant"]
+    rows = lake_query(
+        settings,
+        "SELECT tenant_id, variant, users, value_sum FROM {lake}.main.fct_experiment_variant_stats"
+        " WHERE experiment_key = 'checkout_button' AND metric = 'checkout_purchase'",
+    )
+    got = {(tenant, variant): (users, int(conversions)) for tenant, variant, users, conversions in rows}
+    want = {
+        (tenant, variant): (arm["exposed_users"], arm["converters"])
+        for tenant, arms in by_tenant.items()
+        for variant, arm in arms.items()
+    }
+    assert got == want
+    assert min(users for users, _ in got.values()) > 0
