@@ -360,6 +360,25 @@ def load_definitions(path: Path = DBT_PROJECT_FILE) -> Definitions:
     return parse_definitions(raw, path)
 
 
+def table_hashes(path: Path = DBT_PROJECT_FILE) -> dict[str, str]:
+    """Funnel key -> the `definition_hash` fct_funnel_daily stamps on the rows its definition built.
+
+    dbt computes it as local_md5(tojson(entry, sort_keys=true)) from the YAML entry as written (dbt's
+    tojson is json.dumps): rows stamped otherwise were built by another definition.
+    """
+    raw = ((yaml.safe_load(path.read_text()) or {}).get("vars") or {}).get("funnels") or {}
+    return {
+        key: hashlib.md5(json.dumps(entry, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+        for key, entry in raw.items()
+    }
+
+
+@lru_cache(maxsize=1)
+def get_table_hashes() -> dict[str, str]:
+    """The project's table_hashes(), read once."""
+    return table_hashes()
+
+
 @lru_cache(maxsize=1)
 def get_definitions() -> Definitions:
     """The project's funnels and experiments, read once."""

@@ -368,4 +368,7 @@ class FunnelAnswer(BaseModel):
     rows: list[FunnelRow]
     truncated: bool = False
     as_of: datetime | None = Field(description="Pending users are those whose window was open at this time.")
+    note: str | None = Field(
+        default=None, description="Why a defined funnel was counted from the staged events rather than its table."
+    )
     elapsed_ms: float = 0.0

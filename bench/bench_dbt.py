@@ -1,4 +1,5 @@
-"""dbt incremental rollups: seconds to roll up one more hour of events at 100M events a day.
+"""dbt incremental rollups: seconds to roll up one more hour of events at 100M events a day; then the
+experiments' and the funnels' tables after it.
 
 The hours are written straight into the raw table with SQL (this measures dbt, not the loader):
 a first hour is built in full, then a second hour arrives together with late events for the
@@ -21,7 +22,24 @@ from bench.harness import Record, Scale, record
 
 EVENTS_PER_HOUR = {"small": 100_000_000 // 24, "large": 100_000_000 // 24}
 LATE_SHARE = 0.02
-MODELS = ["--select", "stg_tracking__events", "tag:minute", "tag:hourly"]
+# The rollups, as the minute and hourly jobs build them; the experiments' and funnels' tables (tag
+# hourly too) are timed on their own after them.
+EXPERIMENT_MODELS = [
+    "fct_experiment_exposures",
+    "fct_experiment_user_metrics",
+    "fct_experiment_variant_stats",
+    "fct_experiment_significance",
+]
+FUNNEL_MODELS = ["fct_funnel_daily"]
+MODELS = [
+    "--select",
+    "stg_tracking__events",
+    "tag:minute",
+    "tag:hourly",
+    "--exclude",
+    *EXPERIMENT_MODELS,
+    *FUNNEL_MODELS,
+]
 
 # One hour of synthetic raw events: 3 tenants, 200k users, 20 countries, 4 event types, 3 % bots.
 HOUR_SQL = """
@@ -42,7 +60,11 @@ SELECT
     ['US','GB','DE','FR','CA','IN','BR','JP','AU','NL','ES','IT','SE','PL','MX','KR','SG','ZA','TR','IS'][1 + i % 20],
     ['desktop','mobile','tablet'][1 + i % 3],
     CASE WHEN i % 40 = 0 THEN 10 + (i % 9000) / 100.0 END AS revenue,
-    'USD', NULL, NULL, NULL, NULL, 'bench',
+    'USD',
+    CASE WHEN i % 20 IN (0, 1) THEN 'checkout_button' END AS experiment_key,  -- checkouts and purchases are tagged
+    CASE WHEN i % 20 IN (0, 1) THEN ['control', 'treatment'][1 + CAST(hash(i // 7) % 2 AS BIGINT)] END
+        AS experiment_variant,
+    NULL, NULL, 'bench',
     i % 33 = 0 AS is_bot,
     CAST(i % 6 AS INTEGER) AS _kafka_partition,
     $offset + i // 6 AS _kafka_offset
@@ -84,9 +106,19 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         started = time.perf_counter()
         _build(bench, scratch, ["run", *MODELS])
         elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        _build(bench, scratch, ["run", "--select", *EXPERIMENT_MODELS])
+        experiments = time.perf_counter() - started
+        started = time.perf_counter()
+        _build(bench, scratch, ["run", "--select", *FUNNEL_MODELS])
+        funnels = time.perf_counter() - started
     return [
         record("dbt_raw_hour_group_by", direct, "s"),
         record("dbt_incremental_hour", elapsed, "s", baseline="dbt_raw_hour_group_by", target="<= 60"),
+        # Both read every staged event of the two hours (plus the late ones): the experiment tables are
+        # rebuilt whole each run, the funnel's days from a window before the earliest new event.
+        record("experiment_refresh", experiments, "s", baseline="dbt_raw_hour_group_by", target="<= 30"),
+        record("funnel_daily_refresh", funnels, "s", baseline="dbt_raw_hour_group_by"),
     ]
 
 

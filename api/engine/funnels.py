@@ -21,6 +21,10 @@ STAGED = "stg_tracking__events"
 Read = Callable[[str, Any], list[tuple[Any, ...]]]
 
 
+class TableNotReady(Exception):
+    """The daily table does not hold the funnel as defined now, and the range is too long for the staged events."""
+
+
 class FunnelError(ValueError):
     """A funnel question the server refuses: `field` and `rule` say which and why."""
 
@@ -55,6 +59,12 @@ def _row(values: dict[str, Any], steps: int, day: date | None, breakdown_value: 
         "median_s": [values[f"median_s_{k}"] for k in range(2, steps + 1)],
         "p90_s": [values[f"p90_s_{k}"] for k in range(2, steps + 1)],
     }
+
+
+def table_current(read: Read, key: str, definition_hash: str) -> bool:
+    """Whether fct_funnel_daily holds the funnel as defined now: built, and every row by this definition."""
+    found = read("SELECT DISTINCT definition_hash FROM {lake}.main.fct_funnel_daily WHERE funnel_key = ?", [key])
+    return [r[0] for r in found] == [definition_hash]
 
 
 def from_table(
@@ -121,3 +131,47 @@ def _counts(n: int) -> list[str]:
         *(f"median_s_{k}" for k in range(2, n + 1)),
         *(f"p90_s_{k}" for k in range(2, n + 1)),
     ]
+
+
+STALE_TABLE = (
+    "fct_funnel_daily does not hold this funnel as defined now (not built yet, or built by another"
+    " definition): counted from the staged events"
+)
+
+
+def answer(
+    read: Read,
+    alias: str,
+    tenant_id: str,
+    key: str | None,
+    funnel: Funnel,
+    start: datetime,
+    end: datetime,
+    breakdown: str | None,
+    by_day: bool,
+    cap: int,
+    table_hash: str | None,
+    max_raw_days: int,
+) -> dict[str, Any]:
+    """The rows and where they came from: the daily table when it can answer and holds the funnel as
+    defined now (`table_hash`), else the staged events (the range's limits were checked before)."""
+    as_of = datetime.now(UTC)
+    note = None
+    if key is not None and table_hash is not None and uses_table(key, funnel, start, end, breakdown, by_day):
+        if table_current(read, key, table_hash):
+            rows, built = from_table(read, tenant_id, key, funnel, start, end, breakdown, cap)
+            return {"rows": rows, "source": "fct_funnel_daily", "as_of": built, "note": None}
+        note = STALE_TABLE
+        if (end - start).total_seconds() > max_raw_days * 86_400:
+            raise TableNotReady(f"{STALE_TABLE} only up to {max_raw_days} days; the next hourly build will hold it")
+    rows = from_events(read, alias, tenant_id, funnel, start, end, as_of, breakdown, by_day, cap)
+    return {"rows": rows, "source": "raw_events", "as_of": as_of, "note": note}
+
+
+def uses_table(
+    key: str | None, funnel: Funnel, start: datetime, end: datetime, breakdown: str | None, by_day: bool
+) -> bool:
+    """Whether the daily table may answer (its longer range limit applies); answer() checks it is current."""
+    return (
+        key is not None and by_day and whole_days(start, end) and (breakdown is None or breakdown in funnel.breakdowns)
+    )

@@ -8,13 +8,13 @@ for ad-hoc funnels (api/engine/funnels.py). They are read on each request, not c
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from analytics_core.funnels import Funnel, get_definitions
+from analytics_core.funnels import Funnel, get_definitions, get_table_hashes
 from api.deps import SettingsDep, StateDep, TenantDep
 from api.engine import WarehouseUnavailable
 from api.engine import funnels as funnel_paths
@@ -117,39 +117,31 @@ async def funnel_query(body: FunnelQuery, who: TenantDep, state: StateDep, setti
             )
     assert funnel is not None
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (body.start, body.end))
-    table = body.funnel is not None and body.granularity == "day" and funnel_paths.whole_days(start, end)
-    if body.breakdown is not None and table and body.breakdown not in funnel.breakdowns:
-        table = False  # the table holds the funnel's own breakdowns only
-    try:
+    by_day = body.granularity == "day"
+    table = funnel_paths.uses_table(body.funnel, funnel, start, end, body.breakdown, by_day)
+    try:  # the table's longer limit only where it may answer
         funnel_paths.check_range(start, end, not table, settings.api_max_range_days, settings.api_max_raw_range_days)
     except funnel_paths.FunnelError as exc:
         return error(400, str(exc), exc.field, exc.rule)
     cap = settings.api_max_rows
-    as_of = datetime.now(UTC)
+    table_hash = get_table_hashes().get(body.funnel) if body.funnel is not None else None
     try:
         engine = state.query_engine()
-        if table:
-            assert body.funnel is not None
-            rows, built = await run_in_threadpool(
-                funnel_paths.from_table, engine.read_lake, who.tenant_id, body.funnel, funnel, start, end,
-                body.breakdown, cap,
-            )  # fmt: skip
-            as_of_answer = built
-        else:
-            rows = await run_in_threadpool(
-                funnel_paths.from_events, engine.read_lake, engine.alias, who.tenant_id, funnel, start, end, as_of,
-                body.breakdown, body.granularity == "day", cap,
-            )  # fmt: skip
-            as_of_answer = as_of
-    except WarehouseUnavailable as exc:
+        found = await run_in_threadpool(
+            funnel_paths.answer, engine.read_lake, engine.alias, who.tenant_id, body.funnel, funnel, start, end,
+            body.breakdown, by_day, cap, table_hash, settings.api_max_raw_range_days,
+        )  # fmt: skip
+    except (WarehouseUnavailable, funnel_paths.TableNotReady) as exc:
         return error(
             503,
             f"the funnel cannot be read now (tables not built yet, or the warehouse is busy): {exc}",
             headers={"Retry-After": str(settings.api_retry_after_s)},
         )
+    rows = found["rows"]
     return {
         "funnel": body.funnel,
-        "source": "fct_funnel_daily" if table else "raw_events",
+        "source": found["source"],
+        "note": found["note"],
         "steps": _steps(funnel),
         "start": start,
         "end": end,
@@ -157,6 +149,6 @@ async def funnel_query(body: FunnelQuery, who: TenantDep, state: StateDep, setti
         "breakdown": body.breakdown,
         "rows": rows[:cap],
         "truncated": len(rows) > cap,
-        "as_of": as_of_answer,
+        "as_of": found["as_of"],
         "elapsed_ms": (time.perf_counter() - started) * 1000,
     }

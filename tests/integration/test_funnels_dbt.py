@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 
 from analytics_core import warehouse
 from analytics_core.funnel_sql import render
-from analytics_core.funnels import get_definitions
+from analytics_core.funnels import get_definitions, table_hashes
 from analytics_core.settings import Settings
 from api.app import create_app
+from api.routes import experiments as experiments_route
 from tenants import TenantStore, create_tenant_with_keys
 from tests import funnel_reference
 from tests.integration.dbt_runs import run_dbt
@@ -102,7 +103,7 @@ def table_rows(settings: Settings, breakdown: str) -> tuple[dict[tuple[Any, ...]
         rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     finally:
         con.close()
-    built_at = rows[0]["_built_at"]
+    built_at = max(r["_built_at"] for r in rows)  # the latest build (older days may keep an earlier one)
     return {(r["tenant_id"], r["cohort_day"], r["breakdown_value"]): r for r in rows}, built_at
 
 
@@ -206,7 +207,7 @@ def api_answer_rows(answer: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, A
 
 
 def test_the_api_answers_defined_and_ad_hoc_funnels_with_the_same_numbers(
-    built: tuple[Settings, list[dict[str, Any]]],
+    built: tuple[Settings, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, events = built
     create_tenant_with_keys(TenantStore(settings.tenants_db), "t1", "wk_funnels_t1", "rk_funnels_t1")
@@ -275,9 +276,69 @@ def test_the_api_answers_defined_and_ad_hoc_funnels_with_the_same_numbers(
         )
         assert bad.status_code == 400, bad.text
 
+        # Rows built by another definition than the YAML's now are not served: the staged events answer, saying so.
+        assert table_hashes()["checkout"] == defined_hash(settings)
+        monkeypatch.setattr(experiments_route, "get_table_hashes", lambda: {"checkout": "0" * 32})
+        stale = ask(funnel="checkout", breakdown="country")
+        assert stale["source"] == "raw_events" and "another definition" in stale["note"]
+        assert api_answer_rows(stale).keys() == got.keys()
+        year = client.post(
+            "/api/v1/funnels/query",
+            headers=auth,
+            json={"start": "2026-01-01", "end": "2026-12-01", "funnel": "checkout"},
+        )
+        assert year.status_code == 503 and "only up to 93 days" in year.json()["error"]
+
+
+def defined_hash(settings: Settings) -> str:
+    con = warehouse.connect(settings, read_only=True)
+    try:
+        found = con.execute(
+            f"SELECT DISTINCT definition_hash FROM {settings.warehouse_alias}.main.fct_funnel_daily"
+            " WHERE funnel_key = 'checkout'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(found) == 1
+    return str(found[0][0])
+
 
 def reference_total(events: list[dict[str, Any]], as_of: datetime) -> dict[str, Any]:
     """tenant t1's whole-range summary of the four days by the reference."""
     staged = [_staged(e, i) for i, e in enumerate(events) if e["tenant_id"] == "t1"]
     entries = funnel_reference.entries(staged, FUNNEL, _us(DAY0), _us(DAY0 + timedelta(days=4)), _us(as_of), [])
     return funnel_reference.summary(entries, FUNNEL, [], by_day=False)[0]
+
+
+def test_late_events_restate_their_days_incrementally_and_leave_older_days_alone(
+    built: tuple[Settings, list[dict[str, Any]]],
+) -> None:
+    """Runs last (it adds events): late steps on the third day and first steps on a new day, then the
+    hourly build again. Days from a window before the earliest new event are rebuilt (they equal the
+    reference over all events again); the first day, older, keeps its rows from the first build."""
+    settings, events = built
+    before, first_built = table_rows(settings, "")
+    late_day = DAY0 + timedelta(days=2)
+    more: list[dict[str, Any]] = []
+    for u in range(40):  # users of the third day complete their funnel late; new users start on a new day
+        user = f"t1-late{u}"
+        for i, step in enumerate(STEPS):
+            at = late_day + timedelta(hours=12, minutes=u, seconds=30 * i)
+            more.append({"tenant_id": "t1", "user_id": user, "event_type": step, "timestamp": at, "is_bot": False,
+                         "country": "US", "device": "mobile"})  # fmt: skip
+            more.append({**more[-1], "user_id": f"t1-new{u}", "timestamp": at + timedelta(days=2)})
+    write_raw(settings, more)
+    run_dbt(settings, "run", "--select", "stg_tracking__events", "fct_funnel_daily")
+
+    after, rebuilt = table_rows(settings, "")
+    assert rebuilt > first_built
+    reference = reference_rows(events + more, "", rebuilt)
+    assert after.keys() == reference.keys()
+    for key, row in after.items():
+        same(row, reference[key], key)
+    day0 = {key: row for key, row in after.items() if key[1] == DAY0.date()}
+    assert day0 and all(row["_built_at"] == first_built for row in day0.values())  # not rebuilt: older than a window
+    assert all(row == before[key] for key, row in day0.items())
+    assert {key[1] for key, row in after.items() if row["_built_at"] == rebuilt} >= {
+        (late_day + timedelta(days=d)).date() for d in (0, 2)
+    }

@@ -6,10 +6,19 @@
 -- The counting is dbt_project/macros/funnels.sql's, the same SQL the query API renders for ad-hoc
 -- funnels (docs/FUNNELS.md). Step columns go to 10 (the most steps a funnel may have); those
 -- past the funnel's last step are null.
--- A table rebuilt whole by each hourly run: pending users and late events restate any day.
-{{ config(materialized='table', tags=['hourly']) }}
+-- Incremental: each run rebuilds, per funnel, the cohort days that can have changed since its last
+-- build (an entry's window still open then, or events staged since that reach back into the day;
+-- macros/experiments.sql, funnel_rebuild_days), and a funnel whose definition changed whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy=staging_strategy(),
+    unique_key=['tenant_id', 'funnel_key', 'cohort_day', 'breakdown', 'breakdown_value'],
+    tags=['hourly'],
+    pre_hook="{{ delete_funnel_days() }}",
+) }}
 
 {%- set funnels = funnel_definitions() %}
+{%- set rebuild_days = funnel_rebuild_days(funnels) %}
 {%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal %}
 {%- set max_steps = 10 %}
 {%- set count_null = 'cast(null as ' ~ dbt.type_bigint() ~ ')' %}
@@ -48,12 +57,13 @@
                 {% if k <= n %}summary.p90_s_{{ k }},{% else %}{{ seconds_null }} as p90_s_{{ k }},{% endif %}
             {%- endfor %}
             {{ n }} as steps,
+            '{{ local_md5(tojson(part.funnel, sort_keys=true)) }}' as definition_hash,
             {{ run_timestamp() }} as _built_at
         from (
             {{ funnel_summary(
                 ref('stg_tracking__events'),
                 part.funnel,
-                utc_timestamp('1900-01-01 00:00:00+00:00'),
+                utc_timestamp((rebuild_days.get(part.key) or '1900-01-01') ~ ' 00:00:00+00:00'),
                 utc_timestamp('9999-01-01 00:00:00+00:00'),
                 run_timestamp(),
                 bind,
@@ -70,6 +80,7 @@
         cast(null as date) as cohort_day,
         cast(null as {{ dbt.type_string() }}) as breakdown,
         cast(null as {{ dbt.type_string() }}) as breakdown_value,
+        cast(null as {{ dbt.type_string() }}) as definition_hash,
         {{ run_timestamp() }} as _built_at
     where false
 {% endif %}
