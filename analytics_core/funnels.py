@@ -4,11 +4,12 @@ They sit beside the metric catalogue in the one YAML that dbt reads too, so the 
 build a funnel's daily table or an experiment's significance table and the query API that answers
 ad-hoc funnels cannot disagree on what a definition means. Every definition is checked when it is
 loaded; a mistake is reported with the file, the entry and the rule it breaks, e.g.
-`dbt_project/dbt_project.yml: funnels.checkout.steps.2.event_type: must not be empty`.
+`dbt_project/dbt_project.yml: funnels.checkout.steps.1.event_type: String should have at least 1 character`.
 
-A definition's fingerprint (the md5 of its canonical JSON, descriptions and titles left out) is
-recorded with the rows built from it, as metric definitions are (docs/ROLLUPS.md), so a changed
-definition is rebuilt over its history rather than mixed with rows of the old one.
+A changed definition never mixes with rows of the old one: fct_funnel_daily stamps its rows with the
+md5 of the funnel's YAML entry (table_hashes), rebuilds a funnel whose entry changed, and the API
+serves the table only while every row carries the current hash; the experiment tables are rebuilt
+whole each hour.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from analytics_core.catalogue import DBT_PROJECT_FILE, FINGERPRINT_LENGTH
+from analytics_core.catalogue import DBT_PROJECT_FILE
 
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # funnel, experiment, metric and variant keys
 PROPERTY = re.compile(r"^properties\.[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -67,6 +69,13 @@ def check_field(name: str) -> str:
     if name in COLUMNS or PROPERTY.match(name):
         return name
     raise ValueError(f"{name!r} is not a filterable field (one of {', '.join(COLUMNS)}, or properties.<key>)")
+
+
+def check_where(where: dict[str, Any]) -> dict[str, Any]:
+    """A `where` mapping whose every field check_field accepts."""
+    for name in where:
+        check_field(name)
+    return where
 
 
 def _values(value: object) -> tuple[str, ...]:
@@ -108,6 +117,7 @@ Breakdowns = Annotated[
 ]
 Where = Annotated[
     dict[str, Values],
+    AfterValidator(check_where),
     WithJsonSchema({"type": "object", "propertyNames": {"pattern": _FIELD_PATTERN}, "additionalProperties": _VALUES}),
 ]
 
@@ -120,13 +130,6 @@ class Step(BaseModel):
     event_type: str = Field(min_length=1, max_length=200)
     where: Where = {}
     title: str = ""
-
-    @field_validator("where")
-    @classmethod
-    def _fields(cls, where: dict[str, Values]) -> dict[str, Values]:
-        for name in where:
-            check_field(name)
-        return where
 
     @property
     def label(self) -> str:
@@ -190,20 +193,6 @@ class Funnel(BaseModel):
     def exclusion_span(self, exclusion: Exclusion) -> tuple[int, int]:
         return exclusion.between or (1, len(self.steps))
 
-    def canonical(self) -> dict[str, Any]:
-        """Everything that decides the funnel's numbers (titles and descriptions left out)."""
-        return {
-            "steps": [s.canonical() for s in self.steps],
-            "window": self.window,
-            "order": self.order,
-            "exclusions": [e.canonical() for e in self.exclusions],
-            "hold_constant": self.hold_constant,
-            "breakdowns": list(self.breakdowns),
-        }
-
-    def fingerprint(self) -> str:
-        return _fingerprint(self.canonical())
-
 
 class ExperimentMetric(BaseModel):
     """`conversion`: did the user do the event within `within` of first exposure (0/1).
@@ -221,13 +210,6 @@ class ExperimentMetric(BaseModel):
     higher_is_better: bool = True
     title: str = ""
 
-    @field_validator("where")
-    @classmethod
-    def _fields(cls, where: dict[str, Values]) -> dict[str, Values]:
-        for name in where:
-            check_field(name)
-        return where
-
     @model_validator(mode="after")
     def _value(self) -> ExperimentMetric:
         if self.kind == "continuous" and self.value is None:
@@ -235,17 +217,6 @@ class ExperimentMetric(BaseModel):
         if self.kind == "conversion" and self.value is not None:
             raise ValueError("value: a conversion metric counts users, it sums no column")
         return self
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "event_type": self.event_type,
-            "where": {k: sorted(v) for k, v in sorted(self.where.items())},
-            "value": self.value,
-            "within": self.within,
-            "cuped": self.cuped,
-            "higher_is_better": self.higher_is_better,
-        }
 
 
 class Experiment(BaseModel):
@@ -296,21 +267,6 @@ class Experiment(BaseModel):
             raise ValueError("end: must be after start")
         return self
 
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "variants": dict(sorted(self.variants.items())),
-            "control": self.control,
-            "start": self.start.astimezone(UTC).isoformat(),
-            "end": self.end.astimezone(UTC).isoformat() if self.end else None,
-            "primary": self.primary,
-            "metrics": {k: m.canonical() for k, m in sorted(self.metrics.items())},
-            "sequential": self.sequential,
-            "alpha": self.alpha,
-        }
-
-    def fingerprint(self) -> str:
-        return _fingerprint(self.canonical())
-
 
 class Definitions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -325,11 +281,6 @@ class Definitions(BaseModel):
                 if not KEY.match(key):
                     raise ValueError(f"{kind}.{key}: keys are lowercase letters, digits and _ (at most 63)")
         return self
-
-
-def _fingerprint(body: dict[str, Any]) -> str:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:FINGERPRINT_LENGTH]
 
 
 class DefinitionError(ValueError):

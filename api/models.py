@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 from pydantic_core import PydanticCustomError
 
 from analytics_core.funnels import Funnel
+from analytics_core.stats.experiments import Row as VariantRow
 
 Source = Literal["rollup_day", "rollup_hour", "rollup_minute", "raw", "realtime"]
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -285,34 +286,14 @@ class ExperimentList(BaseModel):
     experiments: list[ExperimentInfo]
 
 
-class SignificanceRow(BaseModel):
-    """One variant against control for one metric (docs/EXPERIMENTS.md, Output); null: cannot be computed."""
-
-    metric: str
-    kind: Literal["conversion", "continuous"]
-    variant: str
-    control: str
-    control_users: int
-    variant_users: int
-    control_mean: float | None
-    variant_mean: float | None
-    absolute_lift: float | None
-    absolute_ci_low: float | None
-    absolute_ci_high: float | None
-    absolute_p_value: float | None
-    relative_lift: float | None
-    relative_ci_low: float | None
-    relative_ci_high: float | None
-    relative_p_value: float | None
-    chance_to_win: float | None
-    risk_control: float | None
-    risk_variant: float | None
-    srm_p_value: float | None
-    verdict: Literal["win", "loss", "not_significant_yet", "srm"]
-    cannot_compute: str | None
-    cuped: bool
-    sequential: bool
-    alpha: float
+# One variant against control for one metric (docs/EXPERIMENTS.md, Output): the fields of
+# analytics_core.stats.experiments.Row (VariantRow here), the significance table's columns.
+_VARIANT_FIELDS: dict[str, Any] = {f.name: (get_type_hints(VariantRow)[f.name], ...) for f in fields(VariantRow)}
+SignificanceRow: Any = create_model(
+    "SignificanceRow",
+    __doc__="One variant against control for one metric; null: cannot be computed (cannot_compute says why).",
+    **_VARIANT_FIELDS,
+)
 
 
 class ExperimentResult(BaseModel):

@@ -11,7 +11,7 @@ import time
 from datetime import UTC
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from analytics_core.funnels import Funnel, get_definitions, get_table_hashes
@@ -22,6 +22,7 @@ from api.engine.experiments import definition, results
 from api.models import ExperimentList, ExperimentResult, FunnelAnswer, FunnelList, FunnelQuery
 from api.openapi import ERRORS
 from api.responses import error
+from api.routes.query import over_limit
 
 router = APIRouter(prefix="/api/v1", tags=["funnels and experiments"])
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -73,15 +74,19 @@ def experiments(_: TenantDep) -> dict[str, Any]:
     "/experiments/{key}",
     summary="An experiment's results: users per variant, the significance table, the SRM check, the verdict.",
     response_model=ExperimentResult,
-    responses={status: ERRORS[status] for status in (400, 401, 404, 503)},
+    responses={status: ERRORS[status] for status in (400, 401, 404, 429, 503)},
 )
 async def experiment(
+    request: Request,
     who: TenantDep,
     state: StateDep,
     settings: SettingsDep,
     key: str = Path(pattern=KEY_PATTERN, max_length=63),
 ) -> Any:
     started = time.perf_counter()
+    refused = await over_limit(request, who.tenant_id, state, settings)
+    if refused is not None:
+        return refused
     defined = get_definitions().experiments.get(key)
     if defined is None:
         return error(404, f"no experiment {key!r} is defined (GET /api/v1/experiments lists them)", "key", "defined")
@@ -102,10 +107,15 @@ async def experiment(
     "/funnels/query",
     summary="A defined or ad-hoc funnel over a range: per cohort day or in total, optionally by a dimension.",
     response_model=FunnelAnswer,
-    responses={status: ERRORS[status] for status in (400, 401, 404, 413, 503)},
+    responses={status: ERRORS[status] for status in (400, 401, 404, 413, 429, 503)},
 )
-async def funnel_query(body: FunnelQuery, who: TenantDep, state: StateDep, settings: SettingsDep) -> Any:
+async def funnel_query(
+    request: Request, body: FunnelQuery, who: TenantDep, state: StateDep, settings: SettingsDep
+) -> Any:
     started = time.perf_counter()
+    refused = await over_limit(request, who.tenant_id, state, settings)
+    if refused is not None:
+        return refused
     if (body.funnel is None) == (body.definition is None):
         return error(400, "give either `funnel` (a defined funnel's key) or `definition`", "funnel", "one_of")
     funnel = body.definition

@@ -76,16 +76,9 @@ async def query(
     request: Request, body: QueryRequest, who: TenantDep, state: StateDep, settings: SettingsDep
 ) -> Response:
     started = time.perf_counter()
-    if state.limiter is not None:
-        key = request.headers.get("authorization", "").partition(" ")[2].strip()  # checked by `tenant`
-        verdict = await state.limiter.check(who.tenant_id, key)
-        if not verdict.allowed:
-            return error(
-                429,
-                f"this read key asked more than {settings.api_rate_limit_queries} queries in"
-                f" {settings.api_rate_limit_window_s:g} s; retry after {verdict.retry_after_s} s",
-                headers={"Retry-After": str(verdict.retry_after_s)},
-            )
+    refused = await over_limit(request, who.tenant_id, state, settings)
+    if refused is not None:
+        return refused
     try:  # every rule the parameters alone decide, before the cache key is even hashed
         check(who.tenant_id, body, state.catalogue, settings)
     except QueryError as exc:
@@ -129,6 +122,23 @@ async def query(
 
 def _run_query(state: ApiState, tenant_id: str, body: QueryRequest) -> tuple[QueryResult, Stamp | None]:
     return state.query_engine().run_stamped(tenant_id, body)
+
+
+async def over_limit(request: Request, tenant_id: str, state: ApiState, settings: Settings) -> Response | None:
+    """The 429 answer when this read key asked more queries than its rate limit allows (funnels and
+    experiments count as queries too); None when it may go on."""
+    if state.limiter is None:
+        return None
+    key = request.headers.get("authorization", "").partition(" ")[2].strip()  # checked by `tenant`
+    verdict = await state.limiter.check(tenant_id, key)
+    if verdict.allowed:
+        return None
+    return error(
+        429,
+        f"this read key asked more than {settings.api_rate_limit_queries} queries in"
+        f" {settings.api_rate_limit_window_s:g} s; retry after {verdict.retry_after_s} s",
+        headers={"Retry-After": str(verdict.retry_after_s)},
+    )
 
 
 async def _versions(state: ApiState) -> Versions | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from analytics_core import warehouse
@@ -32,3 +33,16 @@ def write_raw(settings: Settings, events: list[dict[str, Any]]) -> None:
         con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
     finally:
         con.close()
+
+
+def lake_settings(stack: Settings, folder: Path, name: str) -> Settings:
+    """The stack's settings with a fresh lake and tenants database in `folder`, and Redis keys of their own."""
+    return stack.model_copy(
+        update={
+            "warehouse_path": folder / "warehouse",
+            "warehouse_catalog": "",
+            "warehouse_data_path": "",
+            "tenants_db": folder / "tenants.sqlite",
+            "redis_key_prefix": f"test:{name}:{uuid.uuid4().hex[:8]}:",
+        }
+    )

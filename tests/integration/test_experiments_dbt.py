@@ -9,7 +9,6 @@ exposure, and revenue within 7 days with its 7 days before as the CUPED covariat
 from __future__ import annotations
 
 import random
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import fields
@@ -26,7 +25,7 @@ from analytics_core.stats.experiments import Row, analyze
 from api.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.dbt_runs import lake_query, run_dbt
-from tests.integration.lake_events import write_raw
+from tests.integration.lake_events import lake_settings, write_raw
 
 pytestmark = pytest.mark.integration
 
@@ -144,15 +143,7 @@ def built(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, dict[str, Any]]]:
     folder: Path = tmp_path_factory.mktemp("experiments")
-    settings = stack_settings.model_copy(
-        update={
-            "warehouse_path": folder / "warehouse",
-            "warehouse_catalog": "",
-            "warehouse_data_path": "",
-            "tenants_db": folder / "tenants.sqlite",
-            "redis_key_prefix": f"test:experiments:{uuid.uuid4().hex[:8]}:",
-        }
-    )
+    settings = lake_settings(stack_settings, folder, "experiments")
     events = generated()
     write_raw(settings, events)
     # Unit tests of the incremental staging model need its table: they run once it exists (below).

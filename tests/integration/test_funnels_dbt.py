@@ -29,7 +29,7 @@ from api.routes import experiments as experiments_route
 from tenants import TenantStore, create_tenant_with_keys
 from tests import funnel_reference
 from tests.integration.dbt_runs import run_dbt
-from tests.integration.lake_events import write_raw
+from tests.integration.lake_events import lake_settings, write_raw
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +66,7 @@ def built(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
     folder: Path = tmp_path_factory.mktemp("funnels")
-    settings = stack_settings.model_copy(
-        update={
-            "warehouse_path": folder / "warehouse",
-            "warehouse_catalog": "",
-            "warehouse_data_path": "",
-            "tenants_db": folder / "tenants.sqlite",
-            "redis_key_prefix": f"test:funnels:{uuid.uuid4().hex[:8]}:",
-        }
-    )
+    settings = lake_settings(stack_settings, folder, "funnels")
     events = generated()
     write_raw(settings, events)
     run_dbt(
@@ -342,3 +334,25 @@ def test_late_events_restate_their_days_incrementally_and_leave_older_days_alone
     assert {key[1] for key, row in after.items() if row["_built_at"] == rebuilt} >= {
         (late_day + timedelta(days=d)).date() for d in (0, 2)
     }
+
+
+def test_funnel_and_experiment_questions_count_against_the_read_keys_rate_limit(
+    built: tuple[Settings, list[dict[str, Any]]],
+) -> None:
+    settings, _ = built
+    limited = settings.model_copy(
+        update={
+            "api_rate_limit_queries": 2,
+            "api_rate_limit_window_s": 60.0,
+            "redis_key_prefix": f"test:rl:{uuid.uuid4().hex[:8]}:",
+        }
+    )
+    create_tenant_with_keys(TenantStore(limited.tenants_db), "t2", "wk_funnels_t2", "rk_funnels_t2")
+    body = {"funnel": "checkout", "start": DAY0.isoformat(), "end": (DAY0 + timedelta(days=1)).isoformat()}
+    with TestClient(create_app(limited)) as client:
+        auth = {"Authorization": "Bearer rk_funnels_t2"}
+        statuses = [client.post("/api/v1/funnels/query", headers=auth, json=body).status_code for _ in range(2)]
+        statuses.append(client.get("/api/v1/experiments/checkout_button", headers=auth).status_code)
+        refused = client.post("/api/v1/funnels/query", headers=auth, json=body)
+    assert statuses[:2] == [200, 200] and statuses[2] == 429
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from analytics_core.funnels import (
     load_definitions,
     parse_definitions,
     parse_duration,
+    table_hashes,
 )
 
 FILE = Path("dbt_project/dbt_project.yml")
@@ -124,16 +127,19 @@ def test_errors_name_the_file_the_entry_and_the_rule(raw: dict[str, Any], expect
     assert expected in message, message
 
 
-def test_a_fingerprint_changes_with_what_decides_the_numbers_only() -> None:
-    base = parse_definitions({"funnels": {"f": funnel()}}).funnels["f"]
-    retitled = parse_definitions({"funnels": {"f": funnel(title="Nice", description="x")}}).funnels["f"]
-    wider = parse_definitions({"funnels": {"f": funnel(window="2d")}}).funnels["f"]
-    same_window = parse_definitions({"funnels": {"f": funnel(window="24h")}}).funnels["f"]
-    assert base.fingerprint() == retitled.fingerprint() == same_window.fingerprint()
-    assert base.fingerprint() != wider.fingerprint()
-    exp = parse_definitions({"experiments": {"e": experiment()}}).experiments["e"]
-    longer = parse_definitions({"experiments": {"e": experiment(end="2026-02-01T00:00:00Z")}}).experiments["e"]
-    assert exp.fingerprint() != longer.fingerprint()
+def test_the_table_hash_is_the_md5_of_the_yaml_entry_as_dbt_computes_it(tmp_path: Path) -> None:
+    """dbt's local_md5(tojson(entry, sort_keys=true)) is md5(json.dumps(entry, sort_keys=True)); key order
+    in the YAML does not matter, any changed value does (tests/integration/test_funnels_dbt.py compares
+    with the hash dbt stored)."""
+    entry = funnel(title="x")
+    path = tmp_path / "dbt_project.yml"
+    path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": entry}}}))
+    first = table_hashes(path)["f"]
+    assert first == hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+    path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": dict(reversed(list(entry.items())))}}}, sort_keys=False))
+    assert table_hashes(path)["f"] == first
+    path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": {**entry, "window": "2d"}}}}))
+    assert table_hashes(path)["f"] != first
 
 
 def test_a_project_file_without_definitions_has_none(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@
 -- past the funnel's last step are null.
 -- Incremental: each run rebuilds, per funnel, the cohort days that can have changed since its last
 -- build (an entry's window still open then, or events staged since that reach back into the day;
--- macros/experiments.sql, funnel_rebuild_days), and a funnel whose definition changed whole.
+-- macros/funnel_tables.sql, funnel_rebuild_days), and a funnel whose definition changed whole.
 {{ config(
     materialized='incremental',
     incremental_strategy=staging_strategy(),
