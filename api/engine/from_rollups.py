@@ -193,7 +193,7 @@ class RollupPath:
                 answer.add_cell(bucket, group, found)
         for (bucket, group, metric), union in found_sketches.items():
             key = (bucket, OTHER if top is not None and None in group else group, metric)
-            kept[key] = kept[key].merge(union) if key in kept else union
+            rollups.unite(kept, key, union)
 
     def _realtime_additive(self, counters: Counters, top: set[Group] | None, answer: Answer) -> None:
         index = self.query.buckets.index
@@ -255,7 +255,7 @@ class RollupPath:
             for metric, part in found.items():
                 if isinstance(part, hll.Sketch):
                     key = (bucket, group, metric)
-                    kept[key] = kept[key].merge(part) if key in kept else part
+                    rollups.unite(kept, key, part)
                 elif part:
                     answer.add(bucket, group, metric, part)
 
@@ -277,7 +277,7 @@ class RollupPath:
             self.query.tenant_id, self.set_name, [(m, rt_unique[b], by_group[g]) for b, g, m in asks]
         )
         for key, union in zip(asks, found, strict=True):
-            kept[key] = kept[key].merge(union) if key in kept else union
+            rollups.unite(kept, key, union)
         return any(s.nbytes > 1 for s in found)  # not every sketch empty
 
     def _estimate(self, kept: rollups.Kept, answer: Answer) -> None:

@@ -251,6 +251,11 @@ def valued_metrics(read: RollupRead) -> tuple[str, ...]:
 Kept = dict[tuple[int, tuple[str | None, ...], str], hll.Sketch]  # (bucket, group, metric) -> merged sketch
 
 
+def unite(kept: Kept, key: tuple[int, tuple[str | None, ...], str], sketch: hll.Sketch) -> None:
+    """Merge `sketch` into the kept sketch of `key` (the first one for it is kept as it is)."""
+    kept[key] = kept[key].merge(sketch) if key in kept else sketch
+
+
 def cells(
     read: RollupRead, table: pa.Table | None, kept: Kept | None = None
 ) -> Iterator[tuple[int, tuple[str | None, ...], dict[str, float]]]:
