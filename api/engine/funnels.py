@@ -15,22 +15,14 @@ from typing import Any
 
 from analytics_core.funnel_sql import render
 from analytics_core.funnels import Funnel
+from api.engine.errors import QueryError
 
-MAX_STEPS = 10  # the step columns of fct_funnel_daily
 STAGED = "stg_tracking__events"
 Read = Callable[[str, Any], list[tuple[Any, ...]]]
 
 
 class TableNotReady(Exception):
     """The daily table does not hold the funnel as defined now, and the range is too long for the staged events."""
-
-
-class FunnelError(ValueError):
-    """A funnel question the server refuses: `field` and `rule` say which and why."""
-
-    def __init__(self, message: str, field: str, rule: str) -> None:
-        super().__init__(message)
-        self.field, self.rule = field, rule
 
 
 def whole_days(start: datetime, end: datetime) -> bool:
@@ -40,11 +32,11 @@ def whole_days(start: datetime, end: datetime) -> bool:
 def check_range(start: datetime, end: datetime, raw: bool, max_days: int, max_raw_days: int) -> None:
     """The range's rules, before anything is read: not empty, at most the limit of its path."""
     if end <= start:
-        raise FunnelError("end must be after start", "end", "after_start")
+        raise QueryError("end", "after_start", "end must be after start")
     days = (end - start).total_seconds() / 86_400
     limit, rule = (max_raw_days, "max_raw_range_days") if raw else (max_days, "max_range_days")
     if days > limit:
-        raise FunnelError(f"the range spans {days:g} days; at most {limit} here", "end", rule)
+        raise QueryError("end", rule, f"the range spans {days:g} days; at most {limit} here")
 
 
 def _row(values: dict[str, Any], steps: int, day: date | None, breakdown_value: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from analytics_core.funnels import Funnel, get_definitions, get_table_hashes
 from api.deps import SettingsDep, StateDep, TenantDep
-from api.engine import WarehouseUnavailable
+from api.engine import QueryError, WarehouseUnavailable
 from api.engine import funnels as funnel_paths
 from api.engine.experiments import definition, results
 from api.models import ExperimentList, ExperimentResult, FunnelAnswer, FunnelList, FunnelQuery
@@ -131,7 +131,7 @@ async def funnel_query(
     table = funnel_paths.uses_table(body.funnel, funnel, start, end, body.breakdown, by_day)
     try:  # the table's longer limit only where it may answer
         funnel_paths.check_range(start, end, not table, settings.api_max_range_days, settings.api_max_raw_range_days)
-    except funnel_paths.FunnelError as exc:
+    except QueryError as exc:
         return error(400, str(exc), exc.field, exc.rule)
     cap = settings.api_max_rows
     table_hash = get_table_hashes().get(body.funnel) if body.funnel is not None else None
