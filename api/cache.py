@@ -7,7 +7,10 @@ compact JSON without `|`; the caller serves the entry only while the engine's Ve
 what the warehouse holds, else computes the answer again and overwrites it. The catalogue's hash in the
 key keeps answers of one metric definition from being served under another.
 
-A hit is served without parsing the answer. The provenance's `cache` and `elapsed_ms` are the last two
+Funnel and experiment answers (api/routes/experiments.py) are kept the same way under keys of their own
+kind (`f`, `x`): small answers, stored as their JSON and parsed again on a hit (get_answer, put_answer).
+
+A query's hit is served without parsing the answer. The provenance's `cache` and `elapsed_ms` are the last two
 fields of the answer (`provenance` is its last field), so a stored answer ends in exactly TAIL, written
 with both null; a hit cuts TAIL off the end and writes the entry's own values there. Where they go is
 known from the format alone: every process reads every entry, whoever stored it (another worker, the
@@ -25,10 +28,10 @@ from typing import Any, NamedTuple
 
 import orjson
 import redis
+from pydantic import BaseModel
 from redis.asyncio import Redis as AsyncRedis
 
 from analytics_core.catalogue import Catalogue
-from api.models import QueryRequest
 
 log = logging.getLogger("api.cache")
 TAIL = b'"cache":null,"elapsed_ms":null}}'  # how every stored answer ends: provenance's last two fields, null
@@ -47,12 +50,13 @@ def catalogue_hash(catalogue: Catalogue) -> str:
     return hashlib.sha256(catalogue.model_dump_json().encode()).hexdigest()[:12]
 
 
-def query_hash(request: QueryRequest) -> str:
-    """Hash of a query's canonical JSON: the same question asked twice hashes the same.
+def query_hash(request: BaseModel | dict[str, Any]) -> str:
+    """Hash of a question's canonical JSON: the same question asked twice hashes the same.
 
-    Only requests that passed validation.check get here: their integers are bounded, their strings UTF-8.
+    Only requests that passed validation get here: their integers are bounded, their strings UTF-8.
     """
-    canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    data = request.model_dump(mode="json") if isinstance(request, BaseModel) else request
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
@@ -84,17 +88,18 @@ class QueryCache:
         self._prefix = prefix
         self._catalogue = catalogue  # a hash of the metric catalogue the answers are computed with
 
-    def key(self, tenant_id: str, request: QueryRequest) -> str:
+    def key(self, tenant_id: str, request: BaseModel | dict[str, Any], kind: str = "q") -> str:
+        """`kind`: q for /query, f for funnel and x for experiment answers."""
         # The tenant in a hash tag, like the realtime keys: one tenant's keys share a Cluster slot.
-        catalogue = f"{self._catalogue}:" if self._catalogue else ""
-        return f"{self._prefix}api:{{{tenant_id}}}:q:{catalogue}{query_hash(request)}"
+        catalogue = f"{self._catalogue}:" if self._catalogue and kind == "q" else ""
+        return f"{self._prefix}api:{{{tenant_id}}}:{kind}:{catalogue}{query_hash(request)}"
 
-    async def get(self, tenant_id: str, request: QueryRequest) -> Cached | None:
+    async def get(self, tenant_id: str, request: BaseModel | dict[str, Any], kind: str = "q") -> Cached | None:
         """The entry (answer template, age in seconds, ttl it was stored with, stamp) or None."""
         if self._redis is None:
             return None
         try:
-            raw: Any = await self._redis.get(self.key(tenant_id, request))
+            raw: Any = await self._redis.get(self.key(tenant_id, request, kind))
         except (redis.RedisError, OSError) as exc:
             log.warning("cache read failed: %s", exc)
             return None
@@ -102,21 +107,29 @@ class QueryCache:
             return None
         try:
             version, stored_at, ttl, stamp, body = raw.split(b"|", 4)
-            if version != ENTRY_VERSION or not body.endswith(TAIL):
+            if version != ENTRY_VERSION or (kind == "q" and not body.endswith(TAIL)):
                 raise ValueError(f"cache entry of another format (version {version[:8]!r})")
             return Cached(body, max(time.time() - float(stored_at), 0.0), int(ttl), stamp)
         except ValueError as exc:  # an entry this code did not write: computed again and overwritten
             log.warning("cache entry ignored: %s", exc)
             return None
 
-    async def put(self, tenant_id: str, request: QueryRequest, body: bytes, ttl_s: int, stamp: bytes) -> bool:
+    async def put(
+        self,
+        tenant_id: str,
+        request: BaseModel | dict[str, Any],
+        body: bytes,
+        ttl_s: int,
+        stamp: bytes,
+        kind: str = "q",
+    ) -> bool:
         if self._redis is None:
             return False
         if b"|" in stamp:
             raise ValueError("a stamp cannot hold the entry separator |")
         entry = b"%s|%.6f|%d|%s|%s" % (ENTRY_VERSION, time.time(), ttl_s, stamp, body)
         try:
-            await self._redis.set(self.key(tenant_id, request), entry, ex=ttl_s)
+            await self._redis.set(self.key(tenant_id, request, kind), entry, ex=ttl_s)
         except (redis.RedisError, OSError) as exc:
             log.warning("cache write failed: %s", exc)
             return False

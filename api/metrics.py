@@ -61,9 +61,14 @@ class ApiMetrics:
         self.requests = Counter(
             "api_requests", "Answered requests, by endpoint and status.", ["endpoint", "status"], registry=r
         )
-        self.cache_hits = Counter("api_cache_hits", "Queries answered from the Redis cache.", registry=r)
+        self.cache_hits = Counter(
+            "api_cache_hits", "Queries, funnels and experiment results answered from the Redis cache.", registry=r
+        )
         self.cache_misses = Counter(
-            "api_cache_misses", "Queries computed (not in the cache, or its entry stale or not verifiable).", registry=r
+            "api_cache_misses",
+            "Queries, funnels and experiment results computed (not in the cache, or its entry stale or not"
+            " verifiable).",
+            registry=r,
         )
         self.cache_stale = Counter(
             "api_cache_stale",

@@ -304,6 +304,7 @@ class ExperimentResult(BaseModel):
     verdicts: dict[str, str] = Field(description="Per non-control variant, the primary metric's verdict.")
     rows: list[SignificanceRow] = Field(description="Primary metric first, then the guardrails.")
     built_at: datetime | None = Field(description="When the experiment's tables were last built (hourly).")
+    cache: CacheInfo = CacheInfo(hit=False)
     elapsed_ms: float = 0.0
 
 
@@ -352,4 +353,5 @@ class FunnelAnswer(BaseModel):
     note: str | None = Field(
         default=None, description="Why a defined funnel was counted from the staged events rather than its table."
     )
+    cache: CacheInfo = CacheInfo(hit=False)
     elapsed_ms: float = 0.0

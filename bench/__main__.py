@@ -14,6 +14,7 @@ from bench import (
     bench_collector,
     bench_dbt,
     bench_freshness,
+    bench_funnels,
     bench_hll,
     bench_kafka,
     bench_loader,
@@ -31,6 +32,7 @@ BENCHMARKS: list[tuple[str, Benchmark]] = [
     ("codec", bench_codec.run),
     ("collector", bench_collector.run),
     ("query", bench_query.run),
+    ("funnels", bench_funnels.run),
     ("freshness", bench_freshness.run),
     ("hll", bench_hll.run),
 ]

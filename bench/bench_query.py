@@ -517,23 +517,9 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
     users = USERS[scale]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     check_redis(settings)
-    keep = os.environ.get(KEEP_DIR_ENV)
     with contextlib.ExitStack() as stack:
-        if keep:
-            tmp = Path(keep).resolve()
-            tmp.mkdir(parents=True, exist_ok=True)
-        else:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-query-")))
-        bench = settings.model_copy(
-            update={
-                "warehouse_path": tmp / "warehouse",
-                "warehouse_catalog": "",
-                "warehouse_data_path": "",
-                "warehouse_target": "duckdb",
-                "tenants_db": tmp / "tenants.sqlite",
-                "redis_key_prefix": f"bench.query.{stamp}.",
-            }
-        )
+        tmp = lake_directory(stack)
+        bench = lake_settings(settings, tmp, f"bench.query.{stamp}.")
         data_end = prepare_lake(bench, tmp, n, users)
         # The data ends at a midnight (UTC); every query ends a day or more before it, well behind
         # the warehouse watermark, so answers come from rollups alone and are cached as closed ranges.
@@ -549,6 +535,30 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         finally:
             delete_redis_keys(bench, f"{bench.redis_key_prefix}*")
     return _records(n, results)
+
+
+def lake_settings(settings: Settings, directory: Path, redis_prefix: str) -> Settings:
+    """Settings of the bench lake in `directory` (a DuckDB catalog there), its tenants, its own Redis keys."""
+    return settings.model_copy(
+        update={
+            "warehouse_path": directory / "warehouse",
+            "warehouse_catalog": "",
+            "warehouse_data_path": "",
+            "warehouse_target": "duckdb",
+            "tenants_db": directory / "tenants.sqlite",
+            "redis_key_prefix": redis_prefix,
+        }
+    )
+
+
+def lake_directory(stack: contextlib.ExitStack) -> Path:
+    """ANALYTICS_BENCH_QUERY_DIR (kept for later runs), else a temporary directory removed at the end."""
+    keep = os.environ.get(KEEP_DIR_ENV)
+    if keep:
+        directory = Path(keep).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-query-")))
 
 
 def prepare_lake(settings: Settings, directory: Path, n: int, users: int) -> datetime:

@@ -7,11 +7,14 @@ gets a Stamp, stored with it:
 - `snapshot`: a DuckLake snapshot id the data it read is at least as new as (snapshot ids are the
   lake's, the same in every process);
 - `tables`: the warehouse tables it read, from its provenance parts (rollup_day → fct_metrics_day,
-  ..., raw → stg_tracking__events; realtime numbers are Redis's, bounded by the open-range TTL);
+  ..., raw → stg_tracking__events; realtime numbers are Redis's, bounded by the open-range TTL), or
+  the funnel and experiment tables the answers of /api/v1/funnels/query and /experiments read;
 - `start`, `end`, `marks`: its range (UTC epoch seconds) and the tenant's watermarks per grain as the
   plan used them, clamped to the range. The plan depends on a watermark only through that clamp (a
   watermark past the range's end, or before its start, plans the same), so a watermark moving on
-  past a closed range leaves it valid; one moving inside the range does not.
+  past a closed range leaves it valid; one moving inside the range does not. Funnel and experiment
+  answers use no watermark: their stamps (Versions.table_stamp) have an empty range and are judged
+  by their tables alone.
 
 Versions is what a process knows of the lake: every change since snapshot `since`, up to `snapshot`,
 as the last snapshot that changed each watched table (`changed`), and every tenant's watermarks now.
@@ -47,7 +50,10 @@ SOURCE_TABLES: dict[str, str] = {
     "rollup_minute": "fct_metrics_minute",
     "raw": EVENTS_TABLE,
 }
-WATCHED = (*ROLLUP_TABLES, WATERMARKS, EVENTS_TABLE)  # the lake tables whose changes are followed
+FUNNEL_TABLE = "fct_funnel_daily"
+EXPERIMENT_TABLES = ("fct_experiment_exposures", "fct_experiment_significance")  # what an experiment's answer reads
+# The lake tables whose changes are followed.
+WATCHED = (*ROLLUP_TABLES, WATERMARKS, EVENTS_TABLE, FUNNEL_TABLE, *EXPERIMENT_TABLES)
 
 Marks = Mapping[str, float]  # grain -> complete_until (epoch seconds)
 Clamped = tuple[float | None, ...]  # per grain of GRANULARITIES: its watermark within [start, end], None: none
@@ -109,12 +115,18 @@ class Versions:
         tables = tuple(sorted({SOURCE_TABLES[s] for s in sources if s in SOURCE_TABLES}))
         return Stamp(self.snapshot, tables, start, end, clamp(marks, start, end))
 
+    def table_stamp(self, tables: Iterable[str]) -> Stamp:
+        """The stamp of an answer that depends on these tables alone (no range, no watermark)."""
+        return Stamp(self.snapshot, tuple(sorted(set(tables))), 0, 0, (None,) * len(GRANULARITIES))
+
     def current(self, tenant_id: str, stamp: Stamp) -> bool:
         """Whether the answer of `stamp` is still what its tables and watermarks hold now."""
         if stamp.snapshot < self.since:  # changes between the stamp and what this process knows are unknown
             return False
         if any(self.changed.get(table, self.since) > stamp.snapshot for table in stamp.tables):
             return False
+        if stamp.end <= stamp.start:  # a table stamp: no watermark was used
+            return True
         return clamp(self.marks.get(tenant_id, {}), stamp.start, stamp.end) == stamp.marks
 
 

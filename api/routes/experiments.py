@@ -2,27 +2,38 @@
 
 Definitions come from dbt_project.yml (analytics_core/funnels.py), the same for every tenant;
 answers are the tenant's own: its rows of the tables the hourly job builds, or its staged events
-for ad-hoc funnels (api/engine/funnels.py). They are read on each request, not cached.
+for ad-hoc funnels (api/engine/funnels.py).
+
+Answers are cached like /query's (api/cache.py): keyed by tenant and the question (a defined funnel's or
+experiment's definition included), stamped with the lake snapshot and the tables they read, and served
+only while those tables have not changed since (api/engine/versions.py). Experiment answers and funnel
+answers from the daily table keep for the closed-range TTL; a funnel counted from the staged events
+whose windows may still be open (pending users change with the clock) for the open-range TTL.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from analytics_core.funnels import Funnel, get_definitions, get_table_hashes
 from api.deps import SettingsDep, StateDep, TenantDep
-from api.engine import QueryError, WarehouseUnavailable
+from api.engine import QueryError, Stamp, WarehouseUnavailable
 from api.engine import funnels as funnel_paths
 from api.engine.experiments import definition, results
+from api.engine.versions import EVENTS_TABLE, EXPERIMENT_TABLES, FUNNEL_TABLE
 from api.models import ExperimentList, ExperimentResult, FunnelAnswer, FunnelList, FunnelQuery
 from api.openapi import ERRORS
-from api.responses import error
-from api.routes.query import over_limit
+from api.responses import error, ok
+from api.routes.query import current, over_limit, versions_now
+from api.state import ApiState
 
 router = APIRouter(prefix="/api/v1", tags=["funnels and experiments"])
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -90,6 +101,11 @@ async def experiment(
     defined = get_definitions().experiments.get(key)
     if defined is None:
         return error(404, f"no experiment {key!r} is defined (GET /api/v1/experiments lists them)", "key", "defined")
+    question = {"experiment": key, "definition": defined.model_dump(mode="json")}
+    hit = await _cached(state, who.tenant_id, question, "x", started)
+    if hit is not None:
+        return hit
+    versions = await versions_now(state)  # before reading: the data read is at least this new
     try:
         engine = state.query_engine()
         answer = await run_in_threadpool(results, engine.read_lake, who.tenant_id, key, defined)
@@ -99,8 +115,10 @@ async def experiment(
             f"the experiment's tables cannot be read now (not built yet, or the warehouse is busy): {exc}",
             headers={"Retry-After": str(settings.api_retry_after_s)},
         )
-    answer["elapsed_ms"] = (time.perf_counter() - started) * 1000
-    return answer
+    stamp = None if versions is None else versions.table_stamp(EXPERIMENT_TABLES)
+    return await _store(
+        state, who.tenant_id, question, "x", ExperimentResult, answer, stamp, settings.api_cache_closed_ttl_s, started
+    )
 
 
 @router.post(
@@ -135,6 +153,16 @@ async def funnel_query(
         return error(400, str(exc), exc.field, exc.rule)
     cap = settings.api_max_rows
     table_hash = get_table_hashes().get(body.funnel) if body.funnel is not None else None
+    # The definition counted, and the table's hash (which path may answer), are part of the question.
+    question = {
+        "query": body.model_dump(mode="json"),
+        "definition": funnel.model_dump(mode="json"),
+        "table": table_hash,
+    }
+    hit = await _cached(state, who.tenant_id, question, "f", started)
+    if hit is not None:
+        return hit
+    versions = await versions_now(state)  # before reading: the data read is at least this new
     try:
         engine = state.query_engine()
         found = await run_in_threadpool(
@@ -148,7 +176,7 @@ async def funnel_query(
             headers={"Retry-After": str(settings.api_retry_after_s)},
         )
     rows = found["rows"]
-    return {
+    answer = {
         "funnel": body.funnel,
         "source": found["source"],
         "note": found["note"],
@@ -160,5 +188,63 @@ async def funnel_query(
         "rows": rows[:cap],
         "truncated": len(rows) > cap,
         "as_of": found["as_of"],
-        "elapsed_ms": (time.perf_counter() - started) * 1000,
     }
+    from_table = found["source"] == FUNNEL_TABLE
+    stamp = None if versions is None else versions.table_stamp([FUNNEL_TABLE if from_table else EVENTS_TABLE])
+    ttl = (
+        settings.api_cache_closed_ttl_s
+        if from_table or _closed(end, funnel, found["as_of"])
+        else settings.api_cache_ttl_s
+    )
+    return await _store(state, who.tenant_id, question, "f", FunnelAnswer, answer, stamp, ttl, started)
+
+
+def _closed(end: datetime, funnel: Funnel, as_of: datetime | None) -> bool:
+    """Whether every window of the range had ended when the answer was counted: no user can be pending."""
+    return as_of is not None and end + timedelta(seconds=funnel.window) <= as_of
+
+
+async def _cached(
+    state: ApiState, tenant_id: str, question: dict[str, Any], kind: str, started: float
+) -> Response | None:
+    """The cached answer to `question`, while the tables it was read from have not changed since; else None."""
+    cached = await state.cache.get(tenant_id, question, kind)
+    if cached is None:
+        state.metrics.cache_misses.inc()
+        return None
+    versions = await versions_now(state)
+    if versions is None or not current(versions, tenant_id, cached.stamp):
+        if versions is not None:  # the data changed since: computed again, the entry overwritten
+            state.metrics.cache_stale.inc()
+        state.metrics.cache_misses.inc()
+        return None
+    try:
+        answer = orjson.loads(cached.template)
+    except orjson.JSONDecodeError:
+        state.metrics.cache_misses.inc()
+        return None
+    state.metrics.cache_hits.inc()
+    answer["cache"] = {"hit": True, "age_s": round(cached.age_s, 3), "ttl_s": cached.ttl_s}
+    answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return ok(orjson.dumps(answer))
+
+
+async def _store(
+    state: ApiState,
+    tenant_id: str,
+    question: dict[str, Any],
+    kind: str,
+    model: type[BaseModel],
+    answer: dict[str, Any],
+    stamp: Stamp | None,
+    ttl_s: int,
+    started: float,
+) -> Response:
+    """The answer as JSON, kept in the cache under `question` when its stamp is known."""
+    answer = model.model_validate(answer).model_dump(mode="json")
+    answer["cache"] = {"hit": False, "age_s": 0.0, "ttl_s": ttl_s}
+    if stamp is not None:
+        answer["elapsed_ms"] = None
+        await state.cache.put(tenant_id, question, orjson.dumps(answer), ttl_s, stamp.encode(), kind)
+    answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return ok(orjson.dumps(answer))

@@ -85,8 +85,8 @@ async def query(
         return error(400, str(exc), field=exc.field, rule=exc.rule)
     cached = await state.cache.get(who.tenant_id, body)
     if cached is not None:  # served from the event loop: no JSON parsing of the answer, no thread hop but a
-        versions = await _versions(state)  # catalog read at most once a second without the replica
-        if versions is not None and _current(versions, who.tenant_id, cached.stamp):
+        versions = await versions_now(state)  # catalog read at most once a second without the replica
+        if versions is not None and current(versions, who.tenant_id, cached.stamp):
             elapsed = time.perf_counter() - started
             state.metrics.cache_hits.inc()
             state.metrics.query_seconds.labels("cache").observe(elapsed)
@@ -141,7 +141,7 @@ async def over_limit(request: Request, tenant_id: str, state: ApiState, settings
     )
 
 
-async def _versions(state: ApiState) -> Versions | None:
+async def versions_now(state: ApiState) -> Versions | None:
     """What the warehouse holds now, as the engine knows it: in memory, or read from the catalog in a thread
     (without the replica, at most once per VERSIONS_TTL_S). None: not known (no engine yet, the catalog
     unreadable), and no cached answer can be judged current."""
@@ -157,7 +157,7 @@ async def _versions(state: ApiState) -> Versions | None:
         return None
 
 
-def _current(versions: Versions, tenant_id: str, stamp: bytes) -> bool:
+def current(versions: Versions, tenant_id: str, stamp: bytes) -> bool:
     try:
         return versions.current(tenant_id, Stamp.decode(stamp))
     except ValueError:  # not a stamp this code wrote: a miss, overwritten

@@ -58,6 +58,35 @@ def test_raw_answers_follow_the_staged_events() -> None:
     assert not versions({EVENTS_TABLE: 31}, snapshot=50).current("t1", stamp)
 
 
+def test_funnel_and_experiment_answers_follow_their_tables_alone() -> None:
+    at_40 = versions({"fct_funnel_daily": 30}, snapshot=40)
+    stamp = at_40.table_stamp(["fct_funnel_daily"])
+    assert Stamp.decode(stamp.encode()) == stamp and stamp.start == stamp.end
+    # Watermarks and other tables moving on do not matter; the table rebuilt does.
+    later = versions({"fct_metrics_day": 60, EVENTS_TABLE: 61, WATERMARKS: 62}, snapshot=70, day=300.0 * DAY)
+    assert later.current("t1", stamp) and later.current("t2", stamp)
+    assert not versions({"fct_funnel_daily": 41}, snapshot=70).current("t1", stamp)
+    experiment = at_40.table_stamp(["fct_experiment_significance", "fct_experiment_exposures"])
+    assert experiment.tables == ("fct_experiment_exposures", "fct_experiment_significance")
+    assert not versions({"fct_experiment_exposures": 45}, snapshot=70).current("t1", experiment)
+    assert {"fct_funnel_daily", *experiment.tables} <= set(WATCHED)
+
+
+def test_funnel_and_experiment_entries_have_keys_of_their_own() -> None:
+    fake = FakeRedis(None)
+    cache = QueryCache(fake, "p:", "abc")  # type: ignore[arg-type]
+    question = {"query": {"funnel": "checkout"}, "definition": {"window": 86400}, "table": "h"}
+    funnel, experiment = cache.key("t1", question, "f"), cache.key("t1", question, "x")
+    assert funnel.startswith("p:api:{t1}:f:") and experiment.startswith("p:api:{t1}:x:") and "abc" not in funnel
+    assert cache.key("t2", question, "f") != funnel
+    assert cache.key("t1", {**question, "table": "other"}, "f") != funnel  # another definition hash: another entry
+    body = b'{"rows":[],"cache":null}'  # not a query template: kept as it is
+    assert asyncio.run(cache.put("t1", question, body, 60, stamp_of(versions()).encode(), "f"))
+    fake.value = fake.stored[funnel]
+    got = asyncio.run(cache.get("t1", question, "f"))
+    assert got is not None and got.template == body
+
+
 def test_a_stamp_older_than_the_history_known_is_not_current() -> None:
     stamp = stamp_of(versions(since=10, snapshot=40))
     assert versions(since=40, snapshot=90).current("t1", stamp)  # known from 40 on: nothing changed since
