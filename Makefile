@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps stack down demo test test-fast lint bench clean
+.PHONY: help venv system-deps stack down demo test test-fast lint bench clean stats-bundle
 
 help:
 	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, realtime, history, live traffic, warehouse, query API"
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
-	@echo "make lint       ruff, ruff format --check, mypy, import contracts (lint-imports), sqlfluff"
+	@echo "make lint       ruff, ruff format --check, mypy, import contracts (lint-imports), sqlfluff, the stats bundle"
+	@echo "make stats-bundle  regenerate dbt_project/functions/experiment_analyze.py (BigQuery's experiment statistics)"
 	@echo "make down       stop the API, realtime consumer, collector and the local Kafka and Redis"
 
 GBSTATS := gbstats==0.8.0
@@ -68,6 +69,11 @@ lint: venv
 	$(BIN)/mypy analytics_core analytics_cli stack generator tenants collector schema_registry loaders realtime api bench orchestration
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m analytics_core.dbt sqlfluff lint models tests
+	$(BIN)/python -m analytics_core.stats.bundle --check
+
+# BigQuery's experiment_analyze function is analytics_core/stats in one file (docs/EXPERIMENTS.md).
+stats-bundle: venv
+	$(BIN)/python -m analytics_core.stats.bundle
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -10,14 +10,22 @@ columns (which dbt puts in the MERGE) inferred from the model's first-build SQL.
 because the patches and dbt's global state must not leak into the caller.
 
 For each mode and model the result holds the model's compiled SELECT, then the statements sent.
+User-defined functions (dbt_project/functions/) are built too (`dbt build --select
+resource_type:function`, since `dbt run` builds models only): for each the statements sent, the
+CREATE FUNCTION. sqlglot parses a Python function's CREATE, body included as an opaque raw string,
+so the body is checked on its own: the statement must be CREATE FUNCTION ... LANGUAGE python with
+OPTIONS runtime_version "python-3.N" and entry_point, and its body must compile as Python (this
+interpreter's grammar) and define the entry point at top level.
 `python -m tests.dbt_bigquery [PROJECT_DIR]` prints what fails; tests/integration/test_dbt_bigquery.py
 asserts nothing does.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,6 +67,7 @@ class Compiled:
     models: list[str]  # every model of the project
     statements: dict[str, dict[str, list[str]]]  # mode -> model (or data test) -> compiled SELECT, then sent
     dbt_errors: list[Failure]
+    functions: list[str]  # every enabled function of the project; statements holds what each sent (no SELECT)
 
 
 def compile_for_bigquery(project_dir: Path = DBT_PROJECT) -> Compiled:
@@ -83,7 +92,9 @@ def compile_projects(project_dirs: list[Path]) -> list[Compiled]:
         if proc.returncode != 0:
             raise RuntimeError(f"dbt shim failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
         results = [json.loads((work / "statements.json").read_text()) for work in works]
-    return [Compiled(d["models"], d["statements"], [Failure(**f) for f in d["dbt_errors"]]) for d in results]
+    return [
+        Compiled(d["models"], d["statements"], [Failure(**f) for f in d["dbt_errors"]], d["functions"]) for d in results
+    ]
 
 
 def parse_error(sql: str) -> str | None:
@@ -98,8 +109,58 @@ def parse_error(sql: str) -> str | None:
     return None
 
 
+def _parsed_function(sql: str) -> exp.Create | None:
+    """`sql` parsed, when it is one CREATE FUNCTION statement."""
+    try:
+        statements = sqlglot.parse(sql, read="bigquery")
+    except SqlglotError:
+        return None  # parse_error reports it
+    create = statements[0] if len(statements) == 1 else None
+    if isinstance(create, exp.Create) and str(create.args.get("kind")).upper() == "FUNCTION":
+        return create
+    return None
+
+
+def is_python_function(sql: str) -> bool:
+    create = _parsed_function(sql)
+    language = create.find(exp.LanguageProperty) if create is not None else None
+    return language is not None and language.name.lower() == "python"
+
+
+def function_body(sql: str) -> str | None:
+    """The body of CREATE FUNCTION ... AS r'''...''' (the text between the quotes), else None."""
+    create = _parsed_function(sql)
+    if create is None or not isinstance(create.expression, exp.RawString):
+        return None
+    return create.expression.this
+
+
+def python_function_error(sql: str) -> str | None:
+    """What is wrong with a Python function's CREATE FUNCTION statement (options, body), or None."""
+    create = _parsed_function(sql)
+    if create is None or not is_python_function(sql):
+        return "not a CREATE FUNCTION ... LANGUAGE python statement"
+    options = {p.name.lower(): p.text("value") for p in create.find_all(exp.Property) if type(p) is exp.Property}
+    runtime, entry_point = options.get("runtime_version", ""), options.get("entry_point", "")
+    if not re.fullmatch(r"python-3\.\d+", runtime):
+        return f"OPTIONS runtime_version must be python-3.N, not {runtime!r}"
+    body = function_body(sql)
+    if body is None:
+        return "the body is not a raw string r'''...'''"
+    try:
+        tree = ast.parse(body, filename="<function body>")
+        compile(tree, "<function body>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"the Python body does not compile: {exc}"
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if entry_point not in defined:
+        return f"OPTIONS entry_point {entry_point!r} is not a function the body defines at top level"
+    return None
+
+
 def parse_failures(compiled: Compiled) -> list[Failure]:
-    """Every statement sqlglot cannot parse as BigQuery SQL, and every model a mode did not compile."""
+    """Every statement sqlglot cannot parse as BigQuery SQL, every model a mode did not compile, and
+    every function a mode did not create or whose CREATE FUNCTION is not a sound Python function."""
     failures = []
     for mode in MODES:
         produced = compiled.statements.get(mode, {})
@@ -107,6 +168,14 @@ def parse_failures(compiled: Compiled) -> list[Failure]:
         for model in compiled.models:
             if model not in produced and model not in failed_in_dbt:
                 failures.append(Failure(mode, model, "dbt compiled no SQL for this model"))
+        for function in compiled.functions:
+            sent = produced.get(function, [])
+            if len(sent) != 1 and function not in failed_in_dbt:
+                failures.append(Failure(mode, function, f"dbt sent {len(sent)} statements, not one CREATE FUNCTION"))
+            for sql in sent:
+                error = python_function_error(sql) if is_python_function(sql) else None
+                if error is not None:
+                    failures.append(Failure(mode, function, f"{error}\n--- SQL ---\n{sql}"))
         for model, sqls in produced.items():
             for sql in sqls:
                 error = parse_error(sql)
@@ -182,8 +251,14 @@ def _child(project_dir: Path, work: Path, state: dict[str, Any], columns: dict[s
         raise SystemExit(f"dbt parse failed: {parsed.exception}")
     manifest = parsed.result
     models = {n.unique_id: n for n in manifest.nodes.values() if n.resource_type == "model"}
+    functions = dict(manifest.functions)  # the enabled ones
     state["kinds"] = {n.alias: "view" if n.config.materialized == "view" else "table" for n in models.values()}
-    out: dict[str, Any] = {"models": sorted(n.name for n in models.values()), "statements": {}, "dbt_errors": []}
+    out: dict[str, Any] = {
+        "models": sorted(n.name for n in models.values()),
+        "functions": sorted(n.name for n in functions.values()),
+        "statements": {},
+        "dbt_errors": [],
+    }
     errors: list[dict[str, str]] = out["dbt_errors"]
 
     def invoke(args: list[str]) -> tuple[list[Any], str | None]:
@@ -197,6 +272,13 @@ def _child(project_dir: Path, work: Path, state: dict[str, Any], columns: dict[s
         # All models in one invocation, then what that did not cover: a failed model makes dbt skip
         # its children (selected again without it), and an error outside any model aborts the whole
         # invocation (then each model alone, so each gets its own SQL or its own error).
+        if functions:  # `dbt run` builds models only; the models that call a function come after it
+            results, crash = invoke(["build", *extra, "--select", "resource_type:function"])
+            if crash is not None:
+                errors.append({"mode": mode, "model": "(functions)", "error": crash})
+            for r in results:
+                if str(r.status) != "success":
+                    errors.append({"mode": mode, "model": r.node.name, "error": r.message or str(r.status)})
         todo = [sorted(n.name for n in models.values())]
         while todo:
             names = todo.pop()
@@ -219,8 +301,9 @@ def _child(project_dir: Path, work: Path, state: dict[str, Any], columns: dict[s
                 errors.append({"mode": mode, "model": "(data tests)", "error": crash})
             statements.update({r.node.name: [r.node.compiled_code] for r in results if str(r.status) == "success"})
         for conn_name, sql in state["sent"]:
-            if conn_name in models and sql.strip():
-                statements.setdefault(models[conn_name].name, []).append(sql)
+            node = models.get(conn_name) or functions.get(conn_name)
+            if node is not None and sql.strip():
+                statements.setdefault(node.name, []).append(sql)
         for identifier in sorted(state["no_columns"]):
             error = "the shim could not infer the existing table's columns (sqlglot could not expand `*`)"
             errors.append({"mode": mode, "model": identifier, "error": error})

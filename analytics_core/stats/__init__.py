@@ -1,1 +1,1 @@
-"""A/B experiment statistics: the distributions, the significance rows, their DuckDB functions (docs/EXPERIMENTS.md)."""
+"""A/B experiment statistics: the rows, their DuckDB functions and BigQuery's bundle (docs/EXPERIMENTS.md)."""

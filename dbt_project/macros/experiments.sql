@@ -138,3 +138,53 @@
 {% macro duckdb__json_string(column, key) -%}
     json_extract_string({{ column }}, '$.{{ key }}')
 {%- endmacro %}
+
+{#-
+    The fields of a significance row (analytics_core/stats/experiments.py's Row) in its order, with
+    their SQL types: those of DuckDB's experiment_rows() (analytics_core/stats/duckdb_udf.py's
+    ROW_STRUCTURE), and the same on BigQuery, where fct_experiment_significance reads them out of
+    experiment_analyze's JSON rows. tests/integration/test_dbt_bigquery.py holds the two together.
+-#}
+{% macro experiment_row_columns() %}
+    {%- set types = experiment_sql_types() -%}
+    {%- set text, count, number, flag = types.text, types.count, types.number, types.flag -%}
+    {{ return([
+        ('metric', text), ('kind', text), ('variant', text), ('control', text),
+        ('control_users', count), ('variant_users', count), ('control_mean', number), ('variant_mean', number),
+        ('absolute_lift', number), ('absolute_ci_low', number), ('absolute_ci_high', number),
+        ('absolute_p_value', number), ('relative_lift', number), ('relative_ci_low', number),
+        ('relative_ci_high', number), ('relative_p_value', number), ('chance_to_win', number),
+        ('risk_control', number), ('risk_variant', number), ('srm_p_value', number),
+        ('verdict', text), ('cannot_compute', text), ('cuped', flag), ('sequential', flag), ('alpha', number),
+    ]) }}
+{% endmacro %}
+
+{#-
+    BigQuery: a FLOAT64 as a JSON number that parses back to the same double. 17 significant digits
+    always do (`%g` drops trailing zeros); CAST AS STRING and TO_JSON_STRING promise no such thing.
+-#}
+{% macro bigquery_json_float(expression) -%}
+    format('%.17g', {{ expression }})
+{%- endmacro %}
+
+{#- BigQuery: an integer-valued FLOAT64 or INT64 as a JSON integer. -#}
+{% macro bigquery_json_integer(expression) -%}
+    cast(cast({{ expression }} as int64) as string)
+{%- endmacro %}
+
+{#- The SQL types of the significance table's columns: text, count (integers), number (doubles), flag. -#}
+{% macro experiment_sql_types() %}
+    {%- if target.type == 'bigquery' -%}
+        {{ return({'text': 'string', 'count': 'int64', 'number': 'float64', 'flag': 'bool'}) }}
+    {%- endif -%}
+    {{ return({'text': 'varchar', 'count': 'bigint', 'number': 'double', 'flag': 'boolean'}) }}
+{% endmacro %}
+
+{#-
+    DuckDB: json_group_object(key, value) with its members in key order. The built-in is a macro
+    over string_agg that takes no ORDER BY, so its order is the rows' (unspecified); a sum over the
+    variants (the SRM statistic, the split's total) must add them in one order on both warehouses.
+-#}
+{% macro duckdb_json_group_object_sorted(key, value) -%}
+    cast('{' || string_agg(to_json(cast({{ key }} as varchar)) || ':' || to_json({{ value }}), ',' order by {{ key }}) || '}' as json)
+{%- endmacro %}

@@ -7,12 +7,32 @@ casts, unknown functions), so this is a floor, not a dry run against BigQuery.
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
-from tests.dbt_bigquery import DBT_PROJECT, MODES, Compiled, Failure, compile_projects, parse_failures
+from analytics_core.stats import bundle
+from analytics_core.stats.duckdb_udf import ROW_STRUCTURE
+from analytics_core.stats.experiments import Row
+from tests.dbt_bigquery import (
+    DBT_PROJECT,
+    MODES,
+    Compiled,
+    Failure,
+    compile_projects,
+    function_body,
+    parse_failures,
+    python_function_error,
+)
+
+# The significance table's columns, in order, on both warehouses (test_experiments_dbt.py checks DuckDB's).
+SIGNIFICANCE_COLUMNS = ["tenant_id", "experiment_key", "is_primary", *(f.name for f in fields(Row)), "_built_at"]
+BIGQUERY_TYPES = {"VARCHAR": "STRING", "BIGINT": "INT64", "DOUBLE": "FLOAT64", "BOOLEAN": "BOOL"}  # DuckDB's
 
 INCREMENTAL = """
 {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='merge') }}
@@ -29,9 +49,21 @@ sources:
     tables: [{name: raw_events}]
 """
 
+UDFS = """
+functions:
+  - name: broken_body
+    config: {runtime_version: "3.11", entry_point: main}
+    arguments: [{name: x, data_type: STRING}]
+    returns: {data_type: STRING}
+  - name: wrong_entry
+    config: {runtime_version: "3.11", entry_point: main}
+    arguments: [{name: x, data_type: STRING}]
+    returns: {data_type: STRING}
+"""
+
 
 def harness_project(root: Path) -> Path:
-    """A throwaway project: one incremental model, and one that dbt compiles but BigQuery cannot parse."""
+    """A throwaway project: an incremental model, and a model and two functions BigQuery could not take."""
     (root / "models").mkdir(parents=True)
     shutil.copy(DBT_PROJECT / "profiles.yml", root / "profiles.yml")
     (root / "dbt_project.yml").write_text("name: harness\nconfig-version: 2\nprofile: analytics\n")
@@ -40,6 +72,12 @@ def harness_project(root: Path) -> Path:
     (root / "models" / "broken.sql").write_text(
         "select event_id tenant_id event_type from {{ source('tracking', 'raw_events') }}"
     )
+    # Python functions dbt creates but BigQuery could not run: a body that does not compile, and an
+    # entry point the body does not define.
+    (root / "functions").mkdir()
+    (root / "functions" / "udfs.yml").write_text(UDFS)
+    (root / "functions" / "broken_body.py").write_text("def main(x):\n    return x +\n")
+    (root / "functions" / "wrong_entry.py").write_text("def handler(x):\n    return x\n")
     return root
 
 
@@ -82,5 +120,47 @@ def test_the_harness_sees_both_branches_and_reports_what_does_not_parse(compiled
     # The MERGE lists the existing table's columns, inferred offline from the model's SQL.
     assert "(`event_id`, `tenant_id`, `event_at`)" in merge
     failures = parse_failures(harness)
-    assert {(f.mode, f.model) for f in failures} == {(mode, "broken") for mode in MODES}
-    assert all("sqlglot" in f.error for f in failures)
+    assert harness.functions == ["broken_body", "wrong_entry"]
+    assert {(f.mode, f.model) for f in failures} == {
+        (mode, model) for mode in MODES for model in ("broken", "broken_body", "wrong_entry")
+    }
+    assert all("sqlglot" in f.error for f in failures if f.model == "broken")
+    assert all("does not compile" in f.error for f in failures if f.model == "broken_body")
+    assert all("entry_point 'main' is not a function" in f.error for f in failures if f.model == "wrong_entry")
+
+
+def test_the_experiment_function_is_created_from_the_bundle_in_every_mode(compiled: list[Compiled]) -> None:
+    """CREATE FUNCTION ... LANGUAGE python whose body is the committed bundle as dbt renders it."""
+    project = compiled[0]
+    assert project.functions == ["experiment_analyze"]
+    want = bundle.rendered(bundle.TARGET.read_text(encoding="utf-8"))
+    for mode in MODES:
+        (create,) = project.statements[mode]["experiment_analyze"]
+        assert python_function_error(create) is None
+        assert " ".join(create.split()).startswith(
+            "CREATE OR REPLACE FUNCTION `offline-check-project`.`analytics`.`experiment_analyze` ( document STRING )"
+            ' RETURNS STRING LANGUAGE python OPTIONS( runtime_version = "python-3.11", entry_point = "main" )'
+        )
+        body = function_body(create)
+        assert body is not None and body.strip() == want.strip()
+
+
+def test_the_significance_model_on_bigquery_calls_the_function_into_duckdbs_columns(compiled: list[Compiled]) -> None:
+    project = compiled[0]
+    duckdb_types = {name: BIGQUERY_TYPES[sql_type] for name, sql_type in json.loads(ROW_STRUCTURE)[0].items()}
+    for mode in MODES:
+        select, *_ = project.statements[mode]["fct_experiment_significance"]
+        tree = sqlglot.parse_one(select, read="bigquery")
+        assert isinstance(tree, exp.Select) and tree.named_selects == SIGNIFICANCE_COLUMNS
+        analysed = next(cte.this for cte in tree.find_all(exp.CTE) if cte.alias == "analysed")
+        read = {}
+        for projection in analysed.expressions:
+            cast = projection.find(exp.Cast)
+            if cast is not None:
+                path = cast.find(exp.JSONExtractScalar) or cast.find(exp.JSONExtract)
+                assert path is not None and f"$.{projection.alias_or_name}" in path.sql("bigquery"), projection.sql()
+                read[projection.alias_or_name] = cast.to.sql("bigquery").upper()
+        assert read == duckdb_types
+        called = [f for f in analysed.find_all(exp.Dot, exp.Anonymous) if "experiment_analyze" in f.sql("bigquery")]
+        assert called, "the model does not call the function"
+        assert "`offline-check-project`.`analytics`.`experiment_analyze`(documents.document)" in select

@@ -8,6 +8,7 @@ exposure, and revenue within 7 days with its 7 days before as the CUPED covariat
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -21,11 +22,14 @@ from fastapi.testclient import TestClient
 
 from analytics_core.funnels import get_definitions
 from analytics_core.settings import Settings
+from analytics_core.stats import bundle
+from analytics_core.stats.duckdb_udf import ROW_STRUCTURE
 from analytics_core.stats.experiments import Row, analyze
 from api.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.dbt_runs import lake_query, run_dbt
 from tests.integration.lake_events import lake_settings, write_raw
+from tests.unit.test_stats_bundle import bigquery_text
 
 pytestmark = pytest.mark.integration
 
@@ -262,6 +266,82 @@ def test_the_significance_table_is_the_stats_of_the_variant_sums(built: tuple[Se
                 assert got[key][1][column] == pytest.approx(value, rel=1e-9, abs=1e-12), (key, column)
             else:
                 assert got[key][1][column] == value, (key, column)
+
+
+def test_the_significance_table_has_the_columns_the_bigquery_model_selects(
+    built: tuple[Settings, dict[str, Any]],
+) -> None:
+    """tests/integration/test_dbt_bigquery.py finds these names, order and types in the model's BigQuery SQL."""
+    settings, _ = built
+    described = lake_query(
+        settings, "SELECT column_name, column_type FROM (DESCRIBE {lake}.main.fct_experiment_significance)"
+    )
+    assert [name for name, _ in described] == [
+        "tenant_id",
+        "experiment_key",
+        "is_primary",
+        *columns_of_row(),
+        "_built_at",
+    ]
+    row_types = json.loads(ROW_STRUCTURE)[0]
+    assert {name: sql_type for name, sql_type in described if name in row_types} == row_types
+
+
+def columns_of_row() -> list[str]:
+    return [f.name for f in fields(Row)]
+
+
+def test_the_bigquery_function_on_the_bigquery_document_gives_the_tables_numbers_exactly(
+    built: tuple[Settings, dict[str, Any]],
+) -> None:
+    """What BigQuery would compute from these variant sums: the document as its branch of the model
+    writes it (tests/unit/test_stats_bundle.py's bigquery_text), run through the function's body
+    (the bundle, executed on its own), equals DuckDB's table number for number."""
+    settings, _ = built
+    namespace: dict[str, Any] = {"__name__": "experiment_analyze_body"}
+    body = bundle.rendered(bundle.TARGET.read_text(encoding="utf-8"))  # compiled without this file's __future__
+    exec(compile(body, "experiment_analyze.py", "exec", dont_inherit=True), namespace)
+    stats = lake_query(
+        settings,
+        "SELECT tenant_id, metric, kind, variant, planned_share, users, value_sum, value_sum_squares, pre_sum,"
+        " pre_sum_squares, sum_products FROM {lake}.main.fct_experiment_variant_stats"
+        " WHERE experiment_key = 'checkout_button'",
+    )
+    documents: dict[tuple[str, str], dict[str, Any]] = {}
+    for tenant, metric, kind, variant, share, users, total, squares, pre, pre_squares, products in stats:
+        cuped = EXPERIMENT.metrics[metric].cuped
+        doc = documents.setdefault(
+            (tenant, metric),
+            {
+                "metric": metric,
+                "kind": kind,
+                "control": EXPERIMENT.control,
+                "split": {},
+                "alpha": EXPERIMENT.alpha,
+                "sequential": EXPERIMENT.sequential,
+                "higher_is_better": EXPERIMENT.metrics[metric].higher_is_better,
+                "variants": {},
+            },
+        )
+        doc["split"][variant] = float(share)
+        if kind == "conversion":
+            doc["variants"][variant] = {"users": users, "conversions": int(total)}
+        else:
+            doc["variants"][variant] = {"users": users, "sum": total, "sum_squares": squares}
+        if cuped:
+            doc["variants"][variant] |= {"pre_sum": pre or 0, "sum_products": products or 0}
+            if kind != "conversion":
+                doc["variants"][variant]["pre_sum_squares"] = pre_squares or 0
+    columns = columns_of_row()
+    table = lake_query(
+        settings, f"SELECT tenant_id, {', '.join(columns)} FROM {{lake}}.main.fct_experiment_significance"
+    )
+    got = {(r[0], r[1], r[3]): dict(zip(columns, r[1:], strict=True)) for r in table}
+    computed = {}
+    for (tenant, metric), doc in documents.items():
+        for row in json.loads(namespace["main"](bigquery_text(doc))):
+            computed[(tenant, metric, row["variant"])] = row
+    assert computed == got
 
 
 def test_the_api_serves_the_definitions_and_each_tenants_results(built: tuple[Settings, dict[str, Any]]) -> None:
