@@ -6,8 +6,9 @@ ad-hoc funnels cannot disagree on what a definition means. Every definition is c
 loaded; a mistake is reported with the file, the entry and the rule it breaks, e.g.
 `dbt_project/dbt_project.yml: funnels.checkout.steps.1.event_type: String should have at least 1 character`.
 
-A changed definition never mixes with rows of the old one: fct_funnel_daily stamps its rows with the
-md5 of the funnel's YAML entry (table_hashes), rebuilds a funnel whose entry changed, and the API
+A changed definition never mixes with rows of the old one: fct_funnel_daily (and fct_funnel_entries,
+which it aggregates) stamps its rows with the md5 of the funnel's YAML entry (table_hashes), rebuilds
+a funnel whose entry changed, and the API
 serves the table only while every row carries the current hash; the experiment tables are rebuilt
 whole each hour.
 """

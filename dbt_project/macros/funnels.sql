@@ -1,7 +1,8 @@
 {#-
     Funnels: the one SQL implementation of docs/FUNNELS.md ("Semantics"). dbt models render these
-    macros (fct_funnel_daily), and the query API renders this very file with plain jinja2 for
-    ad-hoc funnels over the raw events (analytics_core/funnel_sql.py), so the two cannot disagree.
+    macros (fct_funnel_entries counts, fct_funnel_daily aggregates), and the query API renders this
+    very file with plain jinja2 for ad-hoc funnels over the raw events (analytics_core/funnel_sql.py),
+    so the two cannot disagree.
     That is why nothing here touches dbt's context (ref, var, adapter, return, target): the caller
     passes the events relation (a table name or a parenthesised subquery), the funnel (the shape of
     Funnel.model_dump(), or the raw `vars: funnels` entry), the first-step range [start, end) and
@@ -117,9 +118,26 @@
 {%- endmacro %}
 
 {#-
+    An entry's status at `as_of_us` (SQL expressions; times in epoch microseconds): excluded when
+    every attempt of the day was, converted when it reached step n, pending while `open_until` (the
+    end of the window of the day's latest valid attempt) is after `as_of_us`, else dropped. The
+    engine's entry rows and fct_funnel_daily (reading fct_funnel_entries) both decide it here.
+-#}
+{% macro funnel_status(all_excluded, depth, n, open_until, as_of_us) -%}
+    case
+            when {{ all_excluded }} then 'excluded'
+            when {{ depth }} = {{ n }} then 'converted'
+            when {{ open_until }} > {{ as_of_us }} then 'pending'
+            else 'dropped'
+        end
+{%- endmacro %}
+
+{#-
     The CTEs (without `with`) ending in funnel_entry_rows: one row per tenant, user and UTC day of
     the counted attempt's start, with the attempt's step times as epoch microseconds (t_1 .. t_n,
-    null past its depth), its depth, status and whether every attempt of that day was excluded.
+    null past its depth), its depth, status, whether every attempt of that day was excluded
+    (is_excluded), and open_until: the end of the window of the day's latest valid attempt (null
+    when none is valid), which decides whether the entry is still pending at a later time.
     `breakdowns`: the columns carried from the first step's event (default: the funnel's own).
 -#}
 {% macro funnel_entry_ctes(events, funnel, start, end, as_of, bind, dialect='duckdb', breakdowns=none) -%}
@@ -453,7 +471,7 @@ funnel_ranked as (
     select
         funnel_checked.*,
         row_number() over user_day as pick,
-        max(case when not is_excluded and t_1 + {{ w_us }} > {{ as_of_us }} then 1 else 0 end) over user_day_all as any_open,
+        max(case when not is_excluded then t_1 end) over user_day_all as last_valid_start,
         min(case when is_excluded then 1 else 0 end) over user_day_all as all_excluded
     from funnel_checked
     {#- One ordering for the three, so the events are sorted once. #}
@@ -479,13 +497,9 @@ funnel_entry_rows as (
         {%- for k in range(1, n + 1) %}
         t_{{ k }},
         {%- endfor %}
-        case
-            when all_excluded = 1 then 'excluded'
-            when depth = {{ n }} then 'converted'
-            when any_open = 1 then 'pending'
-            else 'dropped'
-        end as status,
-        all_excluded = 1 as is_excluded
+        {{ funnel_status('all_excluded = 1', 'depth', n, 'last_valid_start + ' ~ w_us, as_of_us) }} as status,
+        all_excluded = 1 as is_excluded,
+        last_valid_start + {{ w_us }} as open_until
     from funnel_ranked
     where pick = 1
 
@@ -533,16 +547,41 @@ select * from final
     excluded, and median_s_2 .. median_s_n, p90_s_2 .. p90_s_n: seconds from step k-1 to step k
     over the entries that reached k, interpolated linearly between order statistics (numpy's
     default quantile), with row_number and count so that both warehouses compute the same.
+    Over the engine's entry rows of `events`; funnel_summary_of_entries aggregates entry rows read
+    from elsewhere (fct_funnel_daily: from fct_funnel_entries) with the same CTEs.
 -#}
 {% macro funnel_summary(events, funnel, start, end, as_of, bind, dialect='duckdb', breakdowns=none, by_day=true) -%}
+with
+{{ funnel_entry_ctes(events, funnel, start, end, as_of, bind, dialect, breakdowns) }},
+
+{{ funnel_summary_ctes('funnel_entry_rows', funnel, dialect, breakdowns, by_day) }}
+
+select * from final
+{%- endmacro %}
+
+{#-
+    funnel_summary over `entry_rows` (a table name or a parenthesised subquery) shaped like
+    funnel_entry_rows: tenant_id, cohort_day, the breakdown columns, depth, t_1 .. t_n (epoch
+    microseconds), status and is_excluded.
+-#}
+{% macro funnel_summary_of_entries(entry_rows, funnel, dialect='duckdb', breakdowns=none, by_day=true) -%}
+with
+{{ funnel_summary_ctes(entry_rows, funnel, dialect, breakdowns, by_day) }}
+
+select * from final
+{%- endmacro %}
+
+{#- The summary's CTEs (without `with`, ending in final) over `entry_rows`: the one aggregation both use. -#}
+{% macro funnel_summary_ctes(entry_rows, funnel, dialect='duckdb', breakdowns=none, by_day=true) -%}
     {%- set n = funnel['steps'] | length -%}
     {%- set columns = ((funnel.get('breakdowns') or []) if breakdowns is none else breakdowns) | list -%}
     {%- set keys = ['tenant_id'] + (['cohort_day'] if by_day else []) + columns -%}
     {%- set group = keys | join(', ') -%}
     {%- set quantiles = [['median', '0.5'], ['p90', '0.9']] -%}
-with
-{{ funnel_entry_ctes(events, funnel, start, end, as_of, bind, dialect, breakdowns) }},
-
+    {%- if dialect not in ['duckdb', 'bigquery'] -%}{{ funnel_fail('dialect must be duckdb or bigquery, not ' ~ dialect) }}{%- endif -%}
+    {%- for column in columns if column not in ['country', 'device', 'page', 'library'] -%}
+        {{ funnel_fail(column ~ ' is not a breakdown dimension (country, device, page, library)') }}
+    {%- endfor %}
 funnel_durations as (
 
     select
@@ -556,7 +595,7 @@ funnel_durations as (
                 then {{ funnel_double('t_' ~ k ~ ' - t_' ~ (k - 1), dialect) }} / 1000000
         end as d_{{ k }}
         {%- endfor %}
-    from funnel_entry_rows
+    from {{ entry_rows }} as funnel_entry_rows
 
 ),
 
@@ -633,6 +672,4 @@ final as (
     from funnel_groups
 
 )
-
-select * from final
 {%- endmacro %}

@@ -10,7 +10,9 @@ plain-Python engine, over the events themselves.
 
 from __future__ import annotations
 
+import json
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -22,13 +24,13 @@ from fastapi.testclient import TestClient
 
 from analytics_core import warehouse
 from analytics_core.funnel_sql import render
-from analytics_core.funnels import get_definitions, table_hashes
+from analytics_core.funnels import Funnel, get_definitions, table_hashes
 from analytics_core.settings import Settings
 from api.app import create_app
 from api.routes import experiments as experiments_route
 from tenants import TenantStore, create_tenant_with_keys
 from tests import funnel_reference
-from tests.integration.dbt_runs import run_dbt
+from tests.integration.dbt_runs import lake_query, run_dbt
 from tests.integration.lake_events import lake_settings, write_raw
 
 pytestmark = pytest.mark.integration
@@ -74,6 +76,7 @@ def built(
         "build",
         "--select",
         "stg_tracking__events",
+        "fct_funnel_entries",
         "fct_funnel_daily",
         "--indirect-selection",
         "cautious",
@@ -83,13 +86,14 @@ def built(
     yield settings, events
 
 
-def table_rows(settings: Settings, breakdown: str) -> tuple[dict[tuple[Any, ...], dict[str, Any]], datetime]:
+def table_rows(
+    settings: Settings, breakdown: str, key: str = "checkout"
+) -> tuple[dict[tuple[Any, ...], dict[str, Any]], datetime]:
     con = warehouse.connect(settings, read_only=True)
     try:
         cursor = con.execute(
-            f"SELECT * FROM {settings.warehouse_alias}.main.fct_funnel_daily WHERE funnel_key = 'checkout'"
-            " AND breakdown = ?",
-            [breakdown],
+            f"SELECT * FROM {settings.warehouse_alias}.main.fct_funnel_daily WHERE funnel_key = ? AND breakdown = ?",
+            [key, breakdown],
         )
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
@@ -99,11 +103,13 @@ def table_rows(settings: Settings, breakdown: str) -> tuple[dict[tuple[Any, ...]
     return {(r["tenant_id"], r["cohort_day"], r["breakdown_value"]): r for r in rows}, built_at
 
 
-def api_rows(settings: Settings, breakdown: str, as_of: datetime) -> dict[tuple[Any, ...], dict[str, Any]]:
+def api_rows(
+    settings: Settings, breakdown: str, as_of: datetime, funnel: Funnel = FUNNEL
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The same funnel through analytics_core/funnel_sql.py (the query API's path) over the staged events."""
     group = [breakdown] if breakdown else []
     sql, params = render(
-        FUNNEL,
+        funnel,
         f"{settings.warehouse_alias}.main.stg_tracking__events",
         datetime(1900, 1, 1, tzinfo=UTC),
         datetime(9999, 1, 1, tzinfo=UTC),
@@ -135,13 +141,13 @@ def _us(t: datetime) -> int:
 
 
 def reference_rows(
-    events: list[dict[str, Any]], breakdown: str, as_of: datetime
+    events: list[dict[str, Any]], breakdown: str, as_of: datetime, funnel: Funnel = FUNNEL
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     staged = [_staged(e, i) for i, e in enumerate(events)]
     group = [breakdown] if breakdown else []
     start, end = datetime(1900, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
-    entries = funnel_reference.entries(staged, FUNNEL, _us(start), _us(end), _us(as_of), group)
-    rows = funnel_reference.summary(entries, FUNNEL, group)
+    entries = funnel_reference.entries(staged, funnel, _us(start), _us(end), _us(as_of), group)
+    rows = funnel_reference.summary(entries, funnel, group)
     epoch = date(1970, 1, 1)  # the reference numbers days from it
     return {
         (r["tenant_id"], epoch + timedelta(days=r["cohort_day"]), r[breakdown] if breakdown else None): r for r in rows
@@ -149,7 +155,7 @@ def reference_rows(
 
 
 def same(table: dict[str, Any], other: dict[str, Any], where: Any) -> None:
-    n = len(STEPS)
+    n = table["steps"]
     for column in ("entered", "pending", "excluded", *(f"reached_{k}" for k in range(1, n + 1))):
         assert table[column] == other[column], (where, column)
     for k in range(1, n):
@@ -320,7 +326,7 @@ def test_late_events_restate_their_days_incrementally_and_leave_older_days_alone
                          "country": "US", "device": "mobile"})  # fmt: skip
             more.append({**more[-1], "user_id": f"t1-new{u}", "timestamp": at + timedelta(days=2)})
     write_raw(settings, more)
-    run_dbt(settings, "run", "--select", "stg_tracking__events", "fct_funnel_daily")
+    run_dbt(settings, "run", "--select", "stg_tracking__events", "fct_funnel_entries", "fct_funnel_daily")
 
     after, rebuilt = table_rows(settings, "")
     assert rebuilt > first_built
@@ -356,3 +362,187 @@ def test_funnel_and_experiment_questions_count_against_the_read_keys_rate_limit(
         refused = client.post("/api/v1/funnels/query", headers=auth, json=body)
     assert statuses[:2] == [200, 200] and statuses[2] == 429
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+
+
+# Two funnels given through --vars: the checkout funnel (ordered: the touched users are those with
+# events of its types) and a strict one (any event counts) with an exclusion and a 2-hour window.
+INCREMENTAL_FUNNELS: dict[str, dict[str, Any]] = {
+    "checkout": {"steps": [{"event_type": t} for t in STEPS], "window": "1d", "breakdowns": ["country", "device"]},
+    "guarded": {
+        "steps": [{"event_type": "page_view"}, {"event_type": "add_to_cart"}, {"event_type": "purchase"}],
+        "window": "2h",
+        "order": "strict",
+        "exclusions": [{"event_type": "refund", "between": [1, 3]}],
+        "breakdowns": ["country"],
+    },
+}
+
+
+def _event(user: str, event_type: str, at: datetime, tenant: str = "t1", **more: Any) -> dict[str, Any]:
+    return {"tenant_id": tenant, "user_id": user, "event_type": event_type, "timestamp": at, "is_bot": False,
+            "country": "US", "device": "mobile", **more}  # fmt: skip
+
+
+def _sessions(rng: random.Random, prefix: str, first: datetime, last: datetime, users: int) -> list[dict[str, Any]]:
+    """Random users, each with attempts starting on one UTC day in [first, last] (later steps may spill over)."""
+    out: list[dict[str, Any]] = []
+    for u in range(users):
+        tenant = rng.choice(["t1", "t2"])
+        country, device = rng.choice(["US", "DE", "IN"]), rng.choice(["mobile", "desktop"])
+        home = first + timedelta(seconds=rng.randrange(int((last - first).total_seconds())))
+        day_start = home.replace(hour=0, minute=0, second=0)
+        for _ in range(rng.randrange(1, 4)):
+            at = max(first, day_start + timedelta(seconds=rng.randrange(86_400)))
+            at = min(at, last)
+            for step in rng.choice([STEPS[:1], STEPS[:2], STEPS[:3], STEPS, ["page_view", "refund", "purchase"]]):
+                out.append(_event(f"{prefix}{u}", step, at, tenant, country=country, device=device))
+                at += timedelta(seconds=rng.choice([5, 60, 600, 3600, 30 * 3600]), microseconds=rng.randrange(10**6))
+    return out
+
+
+def _table(settings: Settings, name: str, keys: str) -> list[tuple[Any, ...]]:
+    """Every row of a funnel table but its _built_at, in key order."""
+    con = warehouse.connect(settings, read_only=True)
+    try:
+        return con.execute(
+            f"SELECT * EXCLUDE (_built_at) FROM {settings.warehouse_alias}.main.{name} ORDER BY {keys}"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _entry(settings: Settings, key: str, user: str) -> list[dict[str, Any]]:
+    con = warehouse.connect(settings, read_only=True)
+    try:
+        cursor = con.execute(
+            f"SELECT * FROM {settings.warehouse_alias}.main.fct_funnel_entries WHERE funnel_key = ? AND user_key = ?"
+            " ORDER BY cohort_day",
+            [key, user],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def test_an_incremental_run_equals_a_full_rebuild_and_the_reference(
+    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A first build, then a later batch: new users, late events of existing users that complete or
+    restart an attempt, events that convert a pending user, an exclusion arriving late, and a window
+    that closes between the two builds with no new event. The incremental run recomputes only the
+    touched users' entries and re-aggregates only the days that can have changed; both tables then
+    equal a full rebuild over the same events (but _built_at), and the daily one the API's path and
+    the reference."""
+    settings = lake_settings(stack_settings, tmp_path_factory.mktemp("funnels_incremental"), "funnels_inc")
+    funnels = {key: Funnel.model_validate(value) for key, value in INCREMENTAL_FUNNELS.items()}
+    dbt_vars = ["--vars", json.dumps({"funnels": INCREMENTAL_FUNNELS})]
+    models = ["stg_tracking__events", "fct_funnel_entries", "fct_funnel_daily"]
+    rng = random.Random(11)
+    now = datetime.now(UTC).replace(microsecond=0)
+    day = timedelta(days=1)
+    oldest = (now - 4 * day).replace(hour=0, minute=0, second=0)  # untouched by the second batch
+    old = oldest + day + timedelta(hours=10)
+    older = oldest + 2 * day + timedelta(hours=9)
+    # Every window is closed long before the first build or still open after the last one, but the
+    # closing user's: so a full rebuild a minute later counts the same pending users.
+    first = _sessions(rng, "a", oldest, now - day - timedelta(minutes=15), 80)
+    first += [
+        _event("restart", "page_view", old),  # depth 2; later a new attempt the same day converts
+        _event("restart", "add_to_cart", old + timedelta(seconds=60)),
+        *(_event("complete", s, older + timedelta(seconds=10 * i)) for i, s in enumerate(STEPS[:3])),
+        _event("pending", "page_view", now - timedelta(minutes=30), "t2"),  # converts in the second batch
+        _event("pending", "add_to_cart", now - timedelta(minutes=29), "t2"),
+        _event("closing", "page_view", now - day + timedelta(seconds=45), "t3"),  # its window closes before run 2
+        _event("refunded", "page_view", older, "t2", country="DE"),  # converts; an exclusion comes late
+        _event("refunded", "add_to_cart", older + timedelta(seconds=60), "t2", country="DE"),
+        _event("refunded", "purchase", older + timedelta(seconds=120), "t2", country="DE"),
+    ]
+    write_raw(settings, first)
+    run_dbt(settings, "build", "--select", *models, "--indirect-selection", "cautious", "--exclude-resource-type",
+            "unit_test", *dbt_vars)  # fmt: skip
+    before, first_built = table_rows(settings, "", "checkout")
+    closing_key = ("t3", (now - day + timedelta(seconds=45)).date(), None)
+    assert before[closing_key]["pending"] == (1 if first_built < now - day + timedelta(seconds=45) + day else 0)
+
+    # The second batch: late steps of first-batch users who entered two or three days ago, a restart,
+    # a completion, a conversion of a pending user, a late exclusion, and new users (today, and two
+    # and three days ago). Nothing reaches yesterday, where only the closing user's window changes.
+    touched_days = {(now - 2 * day).date(), (now - 3 * day).date()}
+    homes = {e["user_id"]: e["timestamp"].date() for e in reversed(first) if e["event_type"] == "page_view"}
+    late_users = sorted(u for u, d in homes.items() if u.startswith("a") and d in touched_days)[:15]
+    second = []
+    for user in late_users:
+        mine = [e for e in first if e["user_id"] == user]
+        at = mine[0]["timestamp"] + timedelta(seconds=rng.randrange(1, 7200))
+        for step in rng.choice([STEPS[1:], STEPS[2:], ["refund"]]):
+            second.append({**mine[0], "event_type": step, "timestamp": at})
+            at += timedelta(seconds=rng.randrange(1, 600))
+    second += [
+        *(_event("restart", s, old + timedelta(hours=1, seconds=10 * i)) for i, s in enumerate(STEPS)),
+        _event("complete", "purchase", older + timedelta(hours=2)),
+        _event("pending", "checkout", now - timedelta(minutes=20), "t2"),
+        _event("pending", "purchase", now - timedelta(minutes=19), "t2"),
+        _event("refunded", "refund", older + timedelta(seconds=90), "t2", country="DE"),
+    ]
+    second += _sessions(rng, "b", old - timedelta(hours=10), now - 2 * day, 30)
+    second += _sessions(rng, "c", now - timedelta(minutes=50), now - timedelta(minutes=40), 10)
+    write_raw(settings, second)
+    wait = (now - day + timedelta(seconds=46) + day - datetime.now(UTC)).total_seconds()
+    if wait > 0:
+        time.sleep(wait)  # the closing user's window is over: its day must be re-aggregated
+    run_dbt(settings, "run", "--select", *models, *dbt_vars)
+
+    events = first + second
+    after, rebuilt = table_rows(settings, "", "checkout")
+    assert rebuilt > first_built
+    # Yesterday's only change is the closing user's window: no entry of it was recomputed, yet its
+    # rows were re-aggregated (the entry was pending at the last build and no longer is).
+    assert after[closing_key]["pending"] == 0 and after[closing_key]["_built_at"] == rebuilt
+    assert lake_query(
+        settings,
+        "SELECT DISTINCT _built_at FROM {lake}.main.fct_funnel_entries WHERE funnel_key = 'checkout'"
+        " AND cohort_day = ?",
+        [closing_key[1]],
+    ) == [(first_built,)]
+    assert [r["depth"] for r in _entry(settings, "checkout", "restart")] == [4]
+    assert _entry(settings, "checkout", "restart")[0]["step_1_at"] == old + timedelta(hours=1)
+    assert [r["depth"] for r in _entry(settings, "checkout", "complete")] == [4]
+    assert [r["depth"] for r in _entry(settings, "checkout", "pending")] == [4]
+    assert [r["excluded"] for r in _entry(settings, "guarded", "refunded")] == [True]
+    # The oldest day had no entry touched and nothing pending: its rows were left as they were.
+    untouched = {k: r for k, r in after.items() if k[1] == oldest.date()}
+    assert untouched and all(r["_built_at"] == first_built for r in untouched.values())
+    assert all(r == before[k] for k, r in untouched.items())
+
+    for key, funnel in funnels.items():
+        for breakdown in ["", *funnel.breakdowns]:
+            table, _ = table_rows(settings, breakdown, key)
+            api = api_rows(settings, breakdown, rebuilt, funnel)
+            reference = reference_rows(events, breakdown, rebuilt, funnel)
+            assert table.keys() == api.keys() == reference.keys(), (key, breakdown)
+            for k, row in table.items():
+                assert row["steps"] == len(funnel.steps)
+                same(row, api[k], (key, k))
+                same(row, reference[k], (key, k))
+
+    entries_keys = "funnel_key, tenant_id, user_key, cohort_day"
+    daily_keys = "funnel_key, tenant_id, cohort_day, breakdown, breakdown_value"
+    incremental = _table(settings, "fct_funnel_entries", entries_keys), _table(settings, "fct_funnel_daily", daily_keys)
+    # With nothing staged since, a run recomputes nothing and changes nothing.
+    run_dbt(settings, "run", "--select", *models, *dbt_vars)
+    again = _table(settings, "fct_funnel_entries", entries_keys), _table(settings, "fct_funnel_daily", daily_keys)
+    assert again == incremental
+    assert lake_query(settings, "SELECT max(_built_at) FROM {lake}.main.fct_funnel_daily")[0][0] == rebuilt
+    run_dbt(settings, "run", "--full-refresh", "--select", "fct_funnel_entries", "fct_funnel_daily", *dbt_vars)
+    full = _table(settings, "fct_funnel_entries", entries_keys), _table(settings, "fct_funnel_daily", daily_keys)
+    assert incremental[0] == full[0]
+    assert incremental[1] == full[1]
+
+    # A replay from two days ago (rebuild_from re-stages the events since): every user's entries from
+    # a window before it are recomputed, the touched users' too, and the tables stay the same.
+    replay = {"funnels": INCREMENTAL_FUNNELS, "rebuild_from": (now - 2 * day).isoformat()}
+    run_dbt(settings, "run", "--select", *models, "--vars", json.dumps(replay))
+    replayed = _table(settings, "fct_funnel_entries", entries_keys), _table(settings, "fct_funnel_daily", daily_keys)
+    assert replayed == full
+    assert lake_query(settings, "SELECT count(DISTINCT _built_at) FROM {lake}.main.fct_funnel_entries")[0][0] == 2

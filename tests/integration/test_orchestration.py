@@ -140,7 +140,7 @@ def test_minute_and_hourly_jobs_load_build_pass_checks_and_match_raw_sql(pipelin
     assert any(name.startswith("unique_combination_fct_metrics_day") for name in checks_passed(runs["hourly"]))
     # The experiments' and funnels' tables are built by the hourly job too, their dbt tests as asset checks.
     experiments = ("exposures", "user_metrics", "variant_stats", "significance")
-    for model in (*(f"fct_experiment_{name}" for name in experiments), "fct_funnel_daily"):
+    for model in (*(f"fct_experiment_{name}" for name in experiments), "fct_funnel_entries", "fct_funnel_daily"):
         assert any(name.startswith(f"unique_combination_{model}") for name in checks_passed(runs["hourly"])), model
     assert any(name.startswith("unique_combination_fct_warehouse_watermarks") for name in checks_passed(runs["minute"]))
     loaded = raw_events_metadata(runs["bootstrap"])

@@ -20,6 +20,7 @@ EXPERIMENT_AND_FUNNEL_MODELS = (
     "fct_experiment_user_metrics",
     "fct_experiment_variant_stats",
     "fct_experiment_significance",
+    "fct_funnel_entries",
     "fct_funnel_daily",
 )
 DBT_MODELS = {
@@ -60,7 +61,8 @@ def test_assets_and_lineage_run_from_kafka_through_raw_events_to_the_rollups(def
     assert parents("fct_experiment_user_metrics") == {STAGING, "fct_experiment_exposures"}
     assert parents("fct_experiment_variant_stats") == {"fct_experiment_exposures", "fct_experiment_user_metrics"}
     assert parents("fct_experiment_significance") == {"fct_experiment_variant_stats"}
-    assert parents("fct_funnel_daily") == {STAGING}
+    assert parents("fct_funnel_entries") == {STAGING}
+    assert parents("fct_funnel_daily") == {"fct_funnel_entries"}
     checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys}
     assert {"tracking/raw_events", *DBT_MODELS} <= checked  # dbt tests became asset checks
 

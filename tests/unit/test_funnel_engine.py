@@ -598,3 +598,41 @@ def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
 @given(definition=funnels(), events=event_sets(), as_of=st.integers(-2, 20), by_day=st.booleans())
 def test_sql_matches_the_reference(definition: Funnel, events: list[dict[str, Any]], as_of: int, by_day: bool) -> None:
     run(definition, events, start=T0, end=T0 + DAY, as_of=T0 + as_of * S, by_day=by_day)
+
+
+# ---- entries kept, summarized later (fct_funnel_entries, then fct_funnel_daily) ----
+
+
+def test_kept_entries_summarized_later_equal_the_summary_of_the_events_then() -> None:
+    """The engine's entry rows kept with open_until, their status taken at a later time with
+    funnel_status and aggregated by funnel_summary_of_entries, give funnel_summary's numbers at that time."""
+    definition = funnel(
+        "A", "B", "C", exclusions=[{"event_type": "X", "between": [1, 3]}], breakdowns=["country"]
+    ).model_dump(mode="json")
+    events = [
+        *(ev(0, "A", "u1", country="de"), ev(5, "B", "u1"), ev(9, "C", "u1")),  # converted
+        *(ev(0, "A", "u2"), ev(5, "B", "u2")),  # depth 2, open until 20
+        *(ev(3, "A", "u3"), ev(4, "X", "u3")),  # excluded
+        *(ev(0, "A", "u4", country="de"), ev(2, "B", "u4"), ev(15, "A", "u4")),  # depth 2 from 0, open until 35
+        *(ev(86_400 + 1, "A", "u5"), ev(86_400 + 30, "B", "u5")),  # the next day: B too late, open until 86_421
+    ]
+    con = _load(events)
+    m = macros()
+
+    def stamp(us: int) -> str:
+        return f"timezone('UTC', make_timestamp({us}))"
+
+    first, last = stamp(T0), stamp(T0 + 2 * DAY)
+    ctes = m.funnel_entry_ctes("events", definition, first, last, stamp(T0 + S), m.funnel_duckdb_literal)
+    con.execute(f"create table kept as with {ctes} select * from funnel_entry_rows")
+    pending = []
+    for later in (10, 25, 40, 86_400 + 10, 86_400 + 30):
+        as_of = T0 + later * S
+        status = m.funnel_status("is_excluded", "depth", 3, "open_until", str(as_of))
+        kept = f"(select * exclude (status), {status} as status from kept)"
+        got = _rows(con.execute(str(m.funnel_summary_of_entries(kept, definition))))
+        sql = m.funnel_summary("events", definition, first, last, stamp(as_of), m.funnel_duckdb_literal)
+        want = _rows(con.execute(str(sql)))
+        assert sorted(got, key=_sort_key) == sorted(want, key=_sort_key), later
+        pending.append(sum(row["pending"] for row in want))
+    assert pending == [3, 2, 1, 1, 0]  # u2, u4 and u5 while their windows are open, then fewer

@@ -3,12 +3,14 @@
 -- open when the table was built) and excluded, and the median and p90 seconds between consecutive
 -- steps. One row per day for the whole funnel (`breakdown` ''), and one per value of each of the
 -- funnel's breakdowns (`breakdown` names the dimension, `breakdown_value` the first step's value).
--- The counting is dbt_project/macros/funnels.sql's, the same SQL the query API renders for ad-hoc
--- funnels (docs/FUNNELS.md). Step columns go to 10 (the most steps a funnel may have); those
--- past the funnel's last step are null.
--- Incremental: each run rebuilds, per funnel, the cohort days that can have changed since its last
--- build (an entry's window still open then, or events staged since that reach back into the day;
--- macros/funnel_tables.sql, funnel_rebuild_days), and a funnel whose definition changed whole.
+-- The rows aggregate fct_funnel_entries (the funnel engine's entries, dbt_project/macros/funnels.sql)
+-- with the engine's own summary (funnel_summary_of_entries), the aggregation the query API runs over
+-- the engine's entries of the raw events for ad-hoc funnels (docs/FUNNELS.md). Step columns go to
+-- 10 (the most steps a funnel may have); those past the funnel's last step are null.
+-- Incremental: each run re-aggregates, per funnel, only the cohort days that can have changed since
+-- its last build: days with an entry written since, and days with an entry pending then whose window
+-- has closed by now (macros/funnel_tables.sql, funnel_daily_plans); a funnel whose definition
+-- changed is rebuilt whole, and `rebuild_from` adds every day from (rebuild_from - window).
 {{ config(
     materialized='incremental',
     incremental_strategy=staging_strategy(),
@@ -18,13 +20,22 @@
 ) }}
 
 {%- set funnels = funnel_definitions() %}
-{%- set rebuild_days = funnel_rebuild_days(funnels) %}
-{%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal %}
+{%- set plans = funnel_daily_plans(funnels) %}
 {%- set max_steps = 10 %}
 {%- set count_null = 'cast(null as ' ~ dbt.type_bigint() ~ ')' %}
 {%- set seconds_null = 'cast(null as ' ~ double_type() ~ ')' %}
 {%- set parts = [] %}
+{%- set days = {} %}
+{%- set chosen = [] %}
 {%- for key in funnels | sort %}
+    {%- do days.update({key: funnel_daily_days(plans[key])}) %}
+    {%- if days[key] != 'false' %}{%- do chosen.append(key) %}{%- endif %}
+{%- endfor %}
+{#- Nothing to re-aggregate: the first funnel's rows of no day, so the columns keep their types. #}
+{%- if not chosen and funnels %}
+    {%- set chosen = [funnels | sort | first] %}
+{%- endif %}
+{%- for key in chosen %}
     {%- for dimension in [none] + (funnels[key].get('breakdowns') or []) | list %}
         {%- do parts.append({'key': key, 'funnel': funnels[key], 'dimension': dimension}) %}
     {%- endfor %}
@@ -57,17 +68,15 @@
                 {% if k <= n %}summary.p90_s_{{ k }},{% else %}{{ seconds_null }} as p90_s_{{ k }},{% endif %}
             {%- endfor %}
             {{ n }} as steps,
-            '{{ local_md5(tojson(part.funnel, sort_keys=true)) }}' as definition_hash,
+            '{{ funnel_hash(part.funnel) }}' as definition_hash,
             {{ run_timestamp() }} as _built_at
         from (
-            {{ funnel_summary(
-                ref('stg_tracking__events'),
+            {{ funnel_summary_of_entries(
+                funnel_stored_entries(
+                    part.key, part.funnel, days[part.key], [part.dimension] if part.dimension else []
+                ),
                 part.funnel,
-                utc_timestamp((rebuild_days.get(part.key) or '1900-01-01') ~ ' 00:00:00+00:00'),
-                utc_timestamp('9999-01-01 00:00:00+00:00'),
-                run_timestamp(),
-                bind,
-                dialect=('duckdb' if target.type == 'duckdb' else 'bigquery'),
+                dialect=funnel_dialect(),
                 breakdowns=([part.dimension] if part.dimension else []),
             ) }}
         ) as summary
