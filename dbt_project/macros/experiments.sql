@@ -188,3 +188,159 @@
 {% macro duckdb_json_group_object_sorted(key, value) -%}
     cast('{' || string_agg(to_json(cast({{ key }} as varchar)) || ':' || to_json({{ value }}), ',' order by {{ key }}) || '}' as json)
 {%- endmacro %}
+
+{#-
+    The incremental experiment tables (fct_experiment_exposures, fct_experiment_user_metrics).
+    Each row carries the hash of the parts of its experiment's definition it was built by
+    (experiment_definition_hash); an experiment whose hash differs, or that has no rows yet, is
+    rebuilt whole, and one no longer defined is deleted. Otherwise a run reads the events staged
+    since the table's last build (`_staged_at` after its latest `_built_at`).
+-#}
+
+{#- The hash of what `table` ('exposures' or 'user_metrics') of experiment `e` (an experiment_definitions() entry) depends on. -#}
+{% macro experiment_definition_hash(e, table) %}
+    {%- set parts = {'start': e.start, 'end': e.end, 'variants': e.variants} -%}
+    {%- if table == 'user_metrics' -%}{%- do parts.update({'metrics': e.metrics}) -%}{%- endif -%}
+    {{ return(local_md5(tojson(parts, sort_keys=true))) }}
+{% endmacro %}
+
+{#- Columns an incremental experiment table gained since it was first built, with their types. -#}
+{% macro experiment_added_columns(table) %}
+    {%- set added = {'definition_hash': dbt.type_string()} -%}
+    {%- if table == 'exposures' -%}{%- do added.update({'variants': string_list_type()}) -%}{%- endif -%}
+    {{ return(added) }}
+{% endmacro %}
+
+{#-
+    Where an incremental build of `table` starts: `built_at`, the table's latest `_built_at` as a
+    timestamp literal, read before the pre-hook deletes anything (none: nothing built yet), and
+    `rebuild`, the keys of `experiments` to build whole (every key on a first build; else the ones
+    without rows or whose rows carry another definition hash; all of them when the table predates
+    the hash column, and exposures all of them with `rebuild_from`). `kept` are the others,
+    maintained from the events staged since `built_at`.
+-#}
+{% macro experiment_table_state(experiments, table) %}
+    {%- set keys = experiments | map(attribute='key') | list -%}
+    {%- set state = {'built_at': none, 'rebuild': keys, 'kept': []} -%}
+    {%- if not (execute and is_incremental()) -%}{{ return(state) }}{%- endif -%}
+    {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {%- if 'definition_hash' not in columns -%}{{ return(state) }}{%- endif -%}
+    {%- set query -%}
+        select
+            experiment_key,
+            min(definition_hash) as low,
+            max(definition_hash) as high,
+            {{ epoch_microseconds('max(_built_at)') }} as built_us
+        from {{ this }}
+        group by experiment_key
+    {%- endset -%}
+    {%- set result = run_query(query) -%}
+    {%- set built = [] -%}
+    {%- set hashes = {} -%}
+    {%- for row in result.rows -%}
+        {%- if row[3] is not none -%}{%- do built.append(row[3] | int) -%}{%- endif -%}
+        {%- do hashes.update({row[0]: (row[1], row[2])}) -%}
+    {%- endfor -%}
+    {#- No row: an empty table, or nothing could be read (the BigQuery compile check's stub client). -#}
+    {%- if not built -%}{{ return(state) }}{%- endif -%}
+    {%- set epoch = modules.datetime.datetime(1970, 1, 1, tzinfo=modules.pytz.utc) -%}
+    {%- set at = epoch + modules.datetime.timedelta(microseconds=(built | max)) -%}
+    {%- set rebuild = [] -%}
+    {%- set kept = [] -%}
+    {%- for e in experiments -%}
+        {%- set hash = experiment_definition_hash(e, table) -%}
+        {#- A replay (`rebuild_from`) may have re-staged any tagged event: exposures are counted again. -#}
+        {%- if hashes.get(e.key) == (hash, hash) and not (table == 'exposures' and rebuild_point()) -%}{%- do kept.append(e.key) -%}{%- else -%}{%- do rebuild.append(e.key) -%}{%- endif -%}
+    {%- endfor -%}
+    {{ return({
+        'built_at': utc_timestamp(at.strftime('%Y-%m-%d %H:%M:%S.%f+00:00')),
+        'rebuild': rebuild,
+        'kept': kept,
+    }) }}
+{% endmacro %}
+
+{#- SQL that is true for rows of the experiments `keys` (false when there are none). -#}
+{% macro experiment_in(keys, column='experiment_key') -%}
+    {{ (column ~ ' in (' ~ sql_strings(keys) ~ ')') if keys else 'false' }}
+{%- endmacro %}
+
+{#-
+    The pre-hook of the incremental experiment tables: first the columns a table built before they
+    existed lacks, then delete the rows of experiments rebuilt whole or no longer defined. In
+    fct_experiment_user_metrics also the rows of users whose exposure changed (another first
+    exposure or variant, now excluded, or gone), and with `rebuild_from` those whose span (the
+    CUPED one before exposure included) reaches it: all are counted again from their events.
+-#}
+{% macro delete_experiment_rows(table) %}
+    {%- if not (execute and is_incremental()) -%}{{ return('') }}{%- endif -%}
+    {%- set experiments = experiment_definitions() -%}
+    {%- if table == 'user_metrics' -%}
+        {%- set experiments = experiments | selectattr('metrics') | list -%}
+    {%- endif -%}
+    {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {%- for name, type in experiment_added_columns(table).items() if name not in columns -%}
+        {{ log(this.identifier ~ ': column ' ~ name ~ ' added (every experiment is rebuilt)', info=True) }}
+        {%- do run_query('alter table ' ~ this ~ ' add column ' ~ name ~ ' ' ~ type) -%}
+    {%- endfor -%}
+    {%- set state = experiment_table_state(experiments, table) -%}
+    {%- set keys = experiments | map(attribute='key') | list -%}
+    {%- set parts = [
+        experiment_in(state.rebuild, 'this_row.experiment_key'),
+        ('this_row.experiment_key not in (' ~ sql_strings(keys) ~ ')') if keys else 'true',
+    ] -%}
+    {%- if table == 'user_metrics' -%}
+        {%- do parts.append(
+            'not exists (select 1 from ' ~ ref('fct_experiment_exposures') ~ ' as exposures'
+            ~ ' where exposures.tenant_id = this_row.tenant_id'
+            ~ ' and exposures.experiment_key = this_row.experiment_key'
+            ~ ' and exposures.user_key = this_row.user_key'
+            ~ ' and not exposures.excluded'
+            ~ ' and exposures.first_exposed_at = this_row.first_exposed_at'
+            ~ ' and exposures.variant = this_row.variant)'
+        ) -%}
+        {%- if rebuild_point() -%}
+            {%- for m in experiment_metrics(experiments) -%}
+                {%- do parts.append(
+                    "(this_row.experiment_key = '" ~ m.experiment ~ "' and this_row.metric = '" ~ m.name ~ "'"
+                    ~ ' and this_row.first_exposed_at >= ' ~ shift_timestamp(rebuild_point(), -m.within, 'second') ~ ')'
+                ) -%}
+            {%- endfor -%}
+        {%- endif -%}
+    {%- endif -%}
+    delete from {{ this }} as this_row where {{ parts | join('\n    or ') }}
+{% endmacro %}
+
+{#- Epoch microseconds of a timestamp. -#}
+{% macro epoch_microseconds(expression) -%}
+    {{ return(adapter.dispatch('epoch_microseconds', 'analytics')(expression)) }}
+{%- endmacro %}
+
+{% macro default__epoch_microseconds(expression) -%}
+    unix_micros({{ expression }})
+{%- endmacro %}
+
+{% macro duckdb__epoch_microseconds(expression) -%}
+    epoch_us({{ expression }})
+{%- endmacro %}
+
+{#- The type of a list of strings (the variants a user was seen in). -#}
+{% macro string_list_type() -%}
+    {{ return(adapter.dispatch('string_list_type', 'analytics')()) }}
+{%- endmacro %}
+
+{% macro default__string_list_type() %}{{ return('array<string>') }}{% endmacro %}
+
+{% macro duckdb__string_list_type() %}{{ return('varchar[]') }}{% endmacro %}
+
+{#- A join of each row with each element of its list `expression`, the element named `name` (unqualified). -#}
+{% macro unnest_join(expression, name) -%}
+    {{ return(adapter.dispatch('unnest_join', 'analytics')(expression, name)) }}
+{%- endmacro %}
+
+{% macro default__unnest_join(expression, name) -%}
+    cross join unnest({{ expression }}) as {{ name }}
+{%- endmacro %}
+
+{% macro duckdb__unnest_join(expression, name) -%}
+    cross join unnest({{ expression }}) as unnested_{{ name }}({{ name }})
+{%- endmacro %}

@@ -8,6 +8,7 @@ exposure, and revenue within 7 days with its 7 days before as the CUPED covariat
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections import defaultdict
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from analytics_core.funnels import get_definitions
@@ -25,6 +27,7 @@ from analytics_core.settings import Settings
 from analytics_core.stats import bundle
 from analytics_core.stats.duckdb_udf import ROW_STRUCTURE
 from analytics_core.stats.experiments import Row, analyze
+from analytics_core.warehouse import DBT_PROJECT_DIR
 from api.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.dbt_runs import lake_query, run_dbt
@@ -385,3 +388,184 @@ def test_the_api_serves_the_definitions_and_each_tenants_results(built: tuple[Se
         assert client.get("/api/v1/experiments/nope", headers=auth).status_code == 404
         assert client.get("/api/v1/experiments/Bad-Key", headers=auth).status_code == 400
         assert client.get("/api/v1/experiments/checkout_button").status_code == 401
+
+
+# --- incremental builds -------------------------------------------------------------------------
+
+TABLES = (
+    "fct_experiment_exposures",
+    "fct_experiment_user_metrics",
+    "fct_experiment_variant_stats",
+    "fct_experiment_significance",
+)
+DAY = timedelta(days=1)
+
+
+def later_batch(first: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events of a later load: new users, late purchases of users exposed before (in their span, past
+    it, before their exposure), users who now see the other variant, exposures earlier than the first
+    one seen, and the exposure of a user whose purchases were loaded before it."""
+    exposures = expected(first)["exposures"]
+    users = sorted(exposures)
+    other = {"control": "treatment", "treatment": "control"}
+    out: list[dict[str, Any]] = []
+    for tenant, user in users[:12]:  # late purchases: in the span, a microsecond past it, in the CUPED period
+        at, _ = exposures[(tenant, user)]
+        out.append(purchase(tenant, user, at + DAY, 11.0))
+        out.append(purchase(tenant, user, at + 7 * DAY + US, 500.0))
+        out.append(purchase(tenant, user, at - 2 * DAY, 13.0))
+    for tenant, user in users[12:18]:  # bought in the session that showed the button
+        at, variant = exposures[(tenant, user)]
+        tagged = {"experiment_key": "checkout_button", "experiment_variant": variant}
+        out.append(purchase(tenant, user, at + timedelta(minutes=5), 20.0, **tagged))
+    for tenant, user in users[18:22]:  # now seen in the other variant too: excluded
+        at, variant = exposures[(tenant, user)]
+        out.append(exposure(tenant, user, other[variant], at + timedelta(hours=2)))
+    for tenant, user in users[22:26]:  # an exposure loaded late, 3 days before the first one known
+        at, variant = exposures[(tenant, user)]
+        out.append(exposure(tenant, user, variant, at - 3 * DAY))
+    for tenant, user in users[26:28]:  # exposed again later, same variant: nothing changes
+        at, variant = exposures[(tenant, user)]
+        out.append(exposure(tenant, user, variant, at + 3 * DAY))
+    for tenant in ("t1", "t2"):
+        for u in range(15):  # new users, with purchases before and after their exposure
+            user, at = f"{tenant}-new{u}", T0 + timedelta(days=12, hours=u)
+            out.append(exposure(tenant, user, "treatment" if u % 2 else "control", at))
+            out.append(purchase(tenant, user, at + timedelta(hours=u), 5.0 + u))
+            out.append(purchase(tenant, user, at - timedelta(hours=u + 1), 7.0 + u))
+        # Exposed now, after purchases loaded in the first batch (in the span and in the CUPED period).
+        out.append(exposure(tenant, f"{tenant}-later", "control", T0 + 9 * DAY))
+        out.append(exposure(tenant, f"{tenant}-both", "control", T0 + 2 * DAY))  # still excluded
+        out.append(exposure(tenant, f"{tenant}-bot2", "control", T0 + 2 * DAY) | {"is_bot": True})
+    return out
+
+
+def first_batch() -> list[dict[str, Any]]:
+    out = generated()
+    for tenant in ("t1", "t2"):
+        out.append(purchase(tenant, f"{tenant}-later", T0 + 10 * DAY, 30.0))
+        out.append(purchase(tenant, f"{tenant}-later", T0 + 8 * DAY, 40.0))
+        out.append(purchase(tenant, f"{tenant}-later", T0 + 1 * DAY, 50.0))  # before the CUPED period
+    return out
+
+
+def table_contents(settings: Settings, table: str) -> list[tuple[Any, ...]]:
+    """Every row of `table` but its `_built_at`, in key order."""
+    return lake_query(settings, f"SELECT * EXCLUDE (_built_at) FROM {{lake}}.main.{table} ORDER BY ALL")
+
+
+def assert_same_tables(settings: Settings, rebuilt: Settings) -> None:
+    """The experiment tables of `settings` hold the rows of `rebuilt`'s (floats to 1e-9)."""
+    for table in TABLES:
+        got, want = table_contents(settings, table), table_contents(rebuilt, table)
+        assert len(got) == len(want), table
+        for row, other in zip(got, want, strict=True):
+            assert len(row) == len(other)
+            for a, b in zip(row, other, strict=True):
+                if isinstance(b, float):
+                    assert a == pytest.approx(b, rel=1e-9, abs=1e-9), (table, row, other)
+                else:
+                    assert a == b, (table, row, other)
+
+
+def build_experiments(settings: Settings, *args: str) -> None:
+    run_dbt(settings, "run", "--select", *MODELS, *args)
+
+
+@pytest.fixture(scope="module")
+def incremental(
+    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, Settings, list[dict[str, Any]]]]:
+    """A lake built after a first batch and again after a later one, and a lake built once from both."""
+    folder: Path = tmp_path_factory.mktemp("experiments-incremental")
+    settings = lake_settings(stack_settings, folder / "incremental", "experiments-incremental")
+    rebuilt = lake_settings(stack_settings, folder / "rebuilt", "experiments-rebuilt")
+    first, later = first_batch(), []
+    write_raw(settings, first)
+    build_experiments(settings)
+    later = later_batch(first)
+    write_raw(settings, later)
+    build_experiments(settings)
+    write_raw(rebuilt, first + later)
+    build_experiments(rebuilt)
+    yield settings, rebuilt, first + later
+
+
+def test_an_incremental_build_equals_a_full_build_and_the_reference(
+    incremental: tuple[Settings, Settings, list[dict[str, Any]]],
+) -> None:
+    settings, rebuilt, events = incremental
+    assert_same_tables(settings, rebuilt)
+    want = expected(events)
+    rows = lake_query(
+        settings,
+        "SELECT tenant_id, user_key, first_exposed_at, variant, excluded_reason"
+        " FROM {lake}.main.fct_experiment_exposures",
+    )
+    assert {(t, u): (at, v) for t, u, at, v, why in rows if why is None} == want["exposures"]
+    assert {(t, u): why for t, u, _, _, why in rows if why is not None} == want["excluded"]
+    rows = lake_query(
+        settings, "SELECT tenant_id, metric, user_key, value, pre_value FROM {lake}.main.fct_experiment_user_metrics"
+    )
+    got = {(t, m, u): (v, p) for t, m, u, v, p in rows}
+    assert got.keys() == want["values"].keys()
+    for key, (value, pre) in want["values"].items():
+        assert got[key][0] == pytest.approx(value, abs=1e-9), key
+        assert got[key][1] == (None if pre is None else pytest.approx(pre, abs=1e-9)), key
+    # What the later batch changed: the late exposure moved the span back, the second variant excluded
+    # the user, the user exposed after their purchases counts them.
+    assert got[("t1", "revenue_7d", "t1-later")] == (30.0, 40.0)
+    assert got[("t1", "purchase_7d", "t1-later")] == (1.0, None)
+    rows = lake_query(
+        settings,
+        "SELECT tenant_id, metric, variant, users, value_sum FROM {lake}.main.fct_experiment_variant_stats",
+    )
+    for tenant, metric, variant, users, total in rows:
+        assert (users, total) == (
+            want["sums"][(tenant, metric, variant)][0],
+            pytest.approx(want["sums"][(tenant, metric, variant)][1], rel=1e-12, abs=1e-9),
+        )
+
+
+def test_a_later_build_without_new_events_changes_nothing(
+    incremental: tuple[Settings, Settings, list[dict[str, Any]]],
+) -> None:
+    settings, rebuilt, _ = incremental
+    build_experiments(settings)
+    assert_same_tables(settings, rebuilt)
+
+
+def test_a_replay_from_rebuild_from_equals_a_full_build(
+    incremental: tuple[Settings, Settings, list[dict[str, Any]]],
+) -> None:
+    """`rebuild_from` re-stages the events from then on: counted once, not twice."""
+    settings, rebuilt, _ = incremental
+    build_experiments(settings, "--vars", '{rebuild_from: "2026-11-08T00:00:00+00:00"}')
+    assert_same_tables(settings, rebuilt)
+
+
+def test_a_changed_definition_rebuilds_the_experiment(
+    incremental: tuple[Settings, Settings, list[dict[str, Any]]],
+) -> None:
+    """A later start and another span for one metric: the experiment's rows are built again whole, as a
+    full build with the new definition has them (users exposed only before the start are gone)."""
+    settings, rebuilt, _ = incremental
+    raw = yaml_experiments()
+    raw["checkout_button"]["start"] = (T0 + 5 * DAY).isoformat()
+    raw["checkout_button"]["metrics"]["purchase_7d"]["within"] = "3d"
+    changed = ["--vars", json.dumps({"experiments": raw})]
+    build_experiments(settings, *changed)
+    build_experiments(rebuilt, *changed, "--full-refresh")
+    assert_same_tables(settings, rebuilt)
+    starts = lake_query(settings, "SELECT min(first_exposed_at) FROM {lake}.main.fct_experiment_exposures")
+    assert starts[0][0] >= T0 + 5 * DAY
+    # Back to the project's definition: rebuilt again, as a full build has it.
+    build_experiments(settings)
+    build_experiments(rebuilt, "--full-refresh")
+    assert_same_tables(settings, rebuilt)
+
+
+def yaml_experiments() -> dict[str, Any]:
+    """`vars: experiments` of dbt_project.yml, as written there."""
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    return copy.deepcopy(project["vars"]["experiments"])

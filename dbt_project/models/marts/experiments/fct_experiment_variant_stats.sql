@@ -3,6 +3,8 @@
 -- users, the sum and sum of squares of the per-user values (for a conversion metric the sum is the
 -- conversions), and for CUPED metrics the pre-exposure sums and the cross products. Every variant
 -- of the definition has a row, with 0 users when none was exposed (a sample-ratio check needs it).
+-- A table rebuilt whole each run: it reads fct_experiment_user_metrics (a row per analysed user and
+-- metric, kept current incrementally), never the events, so its cost follows the users, not the span.
 {{ config(materialized='table', tags=['hourly']) }}
 
 {%- set experiments = experiment_definitions() %}
