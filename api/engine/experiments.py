@@ -2,8 +2,8 @@
 
 The significance rows are fct_experiment_significance's, computed by analytics_core/stats when the
 hourly job built them; the users per variant and the exclusions are counted from
-fct_experiment_exposures. Both are small (a row per variant and metric; a count per variant), so
-they are read from the lake on each request.
+fct_experiment_exposures. Both are small (a row per variant and metric; a count per variant): read
+from the lake whenever the answer cache has no current answer (api/routes/experiments.py).
 """
 
 from __future__ import annotations

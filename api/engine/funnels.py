@@ -53,12 +53,6 @@ def _row(values: dict[str, Any], steps: int, day: date | None, breakdown_value: 
     }
 
 
-def table_current(read: Read, key: str, definition_hash: str) -> bool:
-    """Whether fct_funnel_daily holds the funnel as defined now: built, and every row by this definition."""
-    found = read("SELECT DISTINCT definition_hash FROM {lake}.main.fct_funnel_daily WHERE funnel_key = ?", [key])
-    return [r[0] for r in found] == [definition_hash]
-
-
 def from_table(
     read: Read,
     tenant_id: str,
@@ -68,16 +62,25 @@ def from_table(
     end: datetime,
     breakdown: str | None,
     cap: int,
-) -> tuple[list[dict[str, Any]], datetime | None]:
-    """Rows per cohort day of a defined funnel over whole UTC days [start, end); and when the table was built."""
+    definition_hash: str,
+) -> tuple[list[dict[str, Any]], datetime | None] | None:
+    """Rows per cohort day of a defined funnel over whole UTC days [start, end), and when the table was
+    built; None when fct_funnel_daily does not hold the funnel as defined now (not built, or some of its
+    rows built by another definition than `definition_hash`). One statement: the check and the rows."""
     n = len(funnel.steps)
     columns = ["cohort_day", "breakdown_value", "_built_at", *_counts(n)]
     found = read(
+        "WITH hashes AS (SELECT list(DISTINCT definition_hash) AS found FROM {lake}.main.fct_funnel_daily"
+        " WHERE funnel_key = ?), wanted AS ("
         f"SELECT {', '.join(columns)} FROM {{lake}}.main.fct_funnel_daily WHERE tenant_id = ? AND funnel_key = ?"
-        " AND breakdown = ? AND cohort_day >= ? AND cohort_day < ? ORDER BY cohort_day, breakdown_value LIMIT ?",
-        [tenant_id, key, breakdown or "", start.astimezone(UTC).date(), end.astimezone(UTC).date(), cap + 1],
+        " AND breakdown = ? AND cohort_day >= ? AND cohort_day < ? ORDER BY cohort_day, breakdown_value LIMIT ?)"
+        " SELECT hashes.found, wanted.* FROM hashes LEFT JOIN wanted ON true"
+        " ORDER BY wanted.cohort_day, wanted.breakdown_value",
+        [key, tenant_id, key, breakdown or "", start.astimezone(UTC).date(), end.astimezone(UTC).date(), cap + 1],
     )
-    rows = [dict(zip(columns, r, strict=True)) for r in found]
+    if not found or found[0][0] != [definition_hash]:
+        return None
+    rows = [dict(zip(columns, r[1:], strict=True)) for r in found if r[1] is not None]
     built = max((r["_built_at"] for r in rows), default=None)
     return [_row(r, n, r["cohort_day"], r["breakdown_value"]) for r in rows], built
 
@@ -150,8 +153,9 @@ def answer(
     as_of = datetime.now(UTC)
     note = None
     if key is not None and table_hash is not None and uses_table(key, funnel, start, end, breakdown, by_day):
-        if table_current(read, key, table_hash):
-            rows, built = from_table(read, tenant_id, key, funnel, start, end, breakdown, cap)
+        held = from_table(read, tenant_id, key, funnel, start, end, breakdown, cap, table_hash)
+        if held is not None:
+            rows, built = held
             return {"rows": rows, "source": "fct_funnel_daily", "as_of": built, "note": None}
         note = STALE_TABLE
         if (end - start).total_seconds() > max_raw_days * 86_400:
@@ -163,7 +167,7 @@ def answer(
 def uses_table(
     key: str | None, funnel: Funnel, start: datetime, end: datetime, breakdown: str | None, by_day: bool
 ) -> bool:
-    """Whether the daily table may answer (its longer range limit applies); answer() checks it is current."""
+    """Whether the daily table may answer (its longer range limit applies); from_table() checks it is current."""
     return (
         key is not None and by_day and whole_days(start, end) and (breakdown is None or breakdown in funnel.breakdowns)
     )
