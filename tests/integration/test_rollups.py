@@ -283,3 +283,26 @@ def test_the_experiments_users_and_conversions_equal_the_ground_truth(lake: tupl
     }
     assert got == want
     assert min(users for users, _ in got.values()) > 0
+
+
+def test_the_checkout_funnels_users_equal_the_ground_truth(lake: tuple[Settings, dict]) -> None:
+    """The project's checkout funnel (page_view → add_to_cart → checkout → purchase, ordered, 1 day) through
+    Kafka, the loader and dbt: per tenant and step, the users who reached it (their deepest entry of any
+    day), as the generator counted the users whose sessions walked that far."""
+    settings, truth = lake
+    rows = lake_query(
+        settings,
+        "SELECT tenant_id, max(depth) FROM {lake}.main.fct_funnel_entries"
+        " WHERE funnel_key = 'checkout' AND NOT excluded GROUP BY tenant_id, user_key",
+    )
+    got: dict[str, list[int]] = {}
+    for tenant, depth in rows:
+        reached = got.setdefault(tenant, [0, 0, 0, 0])
+        for k in range(depth):
+            reached[k] += 1
+    want = {tenant: funnel["users"] for tenant, funnel in truth["funnel"].items()}
+    assert all(
+        funnel["steps"] == ["page_view", "add_to_cart", "checkout", "purchase"] for funnel in truth["funnel"].values()
+    )
+    assert got == want
+    assert all(users[3] > 0 for users in want.values())
