@@ -8,7 +8,7 @@ what the warehouse holds, else computes the answer again and overwrites it. The 
 key keeps answers of one metric definition from being served under another.
 
 Funnel and experiment answers (api/routes/experiments.py) are kept the same way under keys of their own
-kind (`f`, `x`): small answers, stored as their JSON and parsed again on a hit (get_answer, put_answer).
+kind (`f`, `x`: get and put's `kind`): small answers, stored as their JSON and parsed again on a hit.
 
 A query's hit is served without parsing the answer. The provenance's `cache` and `elapsed_ms` are the last two
 fields of the answer (`provenance` is its last field), so a stored answer ends in exactly TAIL, written

@@ -45,6 +45,7 @@ from bench.bench_query import (
     lake_directory,
     lake_settings,
     percentile,
+    post,
     prepare_lake,
     start_api,
 )
@@ -59,12 +60,7 @@ ADHOC = {"steps": [{"event_type": t} for t in ("page_view", "add_to_cart", "chec
 
 
 def _post(client: httpx.Client, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    t0 = time.perf_counter()
-    answer = client.post("/api/v1/funnels/query", json=body)
-    elapsed = time.perf_counter() - t0
-    if answer.status_code != 200:
-        raise RuntimeError(f"/api/v1/funnels/query answered {answer.status_code}: {answer.text[:500]} (body {body})")
-    return elapsed, answer.json()
+    return post(client, body, "/api/v1/funnels/query")
 
 
 def _range(end: datetime, k: int) -> tuple[datetime, datetime]:

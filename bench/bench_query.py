@@ -466,13 +466,13 @@ def generate(settings: Settings, n: int, users: int, end: datetime, lo: int = 0,
         con.close()
 
 
-def _post(client: httpx.Client, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+def post(client: httpx.Client, body: dict[str, Any], path: str = "/api/v1/query") -> tuple[float, dict[str, Any]]:
     """(seconds until the whole answer arrived, answer)."""
     t0 = time.perf_counter()
-    answer = client.post("/api/v1/query", json=body)
+    answer = client.post(path, json=body)
     elapsed = time.perf_counter() - t0
     if answer.status_code != 200:
-        raise RuntimeError(f"/api/v1/query answered {answer.status_code}: {answer.text[:500]} (body {body})")
+        raise RuntimeError(f"{path} answered {answer.status_code}: {answer.text[:500]} (body {body})")
     return elapsed, answer.json()
 
 
@@ -611,10 +611,10 @@ def _measure(settings: Settings, client: httpx.Client, end: datetime) -> _Result
     res = _Results()
     first: dict[str, dict[str, Any]] = {}
     for shape in DASHBOARD:  # warm-up: a repetition the timed ones do not use
-        _check_source(shape, _post(client, shape.body(end, UNCACHED_REPS))[1], rollup=True)
+        _check_source(shape, post(client, shape.body(end, UNCACHED_REPS))[1], rollup=True)
     for k in range(UNCACHED_REPS):  # interleaved, so drift in the machine's load hits every shape alike
         for shape in DASHBOARD:
-            elapsed, answer = _post(client, shape.body(end, k))
+            elapsed, answer = post(client, shape.body(end, k))
             _check_source(shape, answer, rollup=True)
             res.uncached.setdefault(shape.name, []).append(elapsed)
             res.server_ms.setdefault(shape.name, []).append(float(answer["provenance"]["elapsed_ms"]))
@@ -623,7 +623,7 @@ def _measure(settings: Settings, client: httpx.Client, end: datetime) -> _Result
 
     cached = DASHBOARD[0].body(end, 0)  # asked above: in the cache now
     for _ in range(CACHED_REPS):
-        elapsed, answer = _post(client, cached)
+        elapsed, answer = post(client, cached)
         if not answer["provenance"]["cache"]["hit"]:
             raise RuntimeError(f"{DASHBOARD[0].name}: a repeated request missed the cache")
         res.cached.append(elapsed)
@@ -644,10 +644,10 @@ def _measure(settings: Settings, client: httpx.Client, end: datetime) -> _Result
         # The raw path: the API against the same SQL run here on the table the API's raw path reads
         # (staged events, event_at), the same ranges, alternating.
         staged = f"{settings.warehouse_alias}.main.{STAGED_EVENTS}"
-        _check_source(RAW_PATH, _post(client, RAW_PATH.body(end, RAW_PATH_REPS))[1], rollup=False)
+        _check_source(RAW_PATH, post(client, RAW_PATH.body(end, RAW_PATH_REPS))[1], rollup=False)
         _time_sql(con, RAW_PATH, staged, end, RAW_PATH_REPS, "event_at")
         for k in range(RAW_PATH_REPS):
-            elapsed, answer = _post(client, RAW_PATH.body(end, k))
+            elapsed, answer = post(client, RAW_PATH.body(end, k))
             _check_source(RAW_PATH, answer, rollup=False)
             res.page_api.append(elapsed)
             elapsed, rows = _time_sql(con, RAW_PATH, staged, end, k, "event_at")

@@ -32,7 +32,7 @@ from api.engine.versions import EVENTS_TABLE, EXPERIMENT_TABLES, FUNNEL_TABLE
 from api.models import ExperimentList, ExperimentResult, FunnelAnswer, FunnelList, FunnelQuery
 from api.openapi import ERRORS
 from api.responses import error, ok
-from api.routes.query import current, over_limit, versions_now
+from api.routes.query import over_limit, usable, versions_now
 from api.state import ApiState
 
 router = APIRouter(prefix="/api/v1", tags=["funnels and experiments"])
@@ -209,21 +209,15 @@ async def _cached(
 ) -> Response | None:
     """The cached answer to `question`, while the tables it was read from have not changed since; else None."""
     cached = await state.cache.get(tenant_id, question, kind)
-    if cached is None:
-        state.metrics.cache_misses.inc()
-        return None
-    versions = await versions_now(state)
-    if versions is None or not current(versions, tenant_id, cached.stamp):
-        if versions is not None:  # the data changed since: computed again, the entry overwritten
-            state.metrics.cache_stale.inc()
-        state.metrics.cache_misses.inc()
-        return None
     try:
-        answer = orjson.loads(cached.template)
-    except orjson.JSONDecodeError:
+        answer = None if cached is None else orjson.loads(cached.template)
+    except orjson.JSONDecodeError:  # not an answer this code stored: computed again and overwritten
+        answer = None
+    if cached is None or answer is None:
         state.metrics.cache_misses.inc()
         return None
-    state.metrics.cache_hits.inc()
+    if not await usable(state, tenant_id, cached):
+        return None
     answer["cache"] = {"hit": True, "age_s": round(cached.age_s, 3), "ttl_s": cached.ttl_s}
     answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return ok(orjson.dumps(answer))
@@ -243,8 +237,7 @@ async def _store(
     """The answer as JSON, kept in the cache under `question` when its stamp is known."""
     answer = model.model_validate(answer).model_dump(mode="json")
     answer["cache"] = {"hit": False, "age_s": 0.0, "ttl_s": ttl_s}
-    if stamp is not None:
-        answer["elapsed_ms"] = None
+    if stamp is not None:  # a hit writes its own cache info and elapsed time over the stored ones
         await state.cache.put(tenant_id, question, orjson.dumps(answer), ttl_s, stamp.encode(), kind)
     answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return ok(orjson.dumps(answer))
