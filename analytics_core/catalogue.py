@@ -20,6 +20,9 @@ Granularity = Literal["minute", "hour", "day"]
 GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day")
 ALL = "*"  # the value of a rollup's dimension column that is not in the row's dimension set
 STORED_KINDS = ("count", "sum", "unique")  # kept in the rollups; ratios are computed at query time
+# The event type that stands for "a purchase" in metrics, funnel steps and experiment metrics: each
+# consumer reads it as the event types the tenant's purchase mapping lists (Catalogue.purchases).
+PURCHASE = "purchase"
 FINGERPRINT_LENGTH = 16  # hex digits of the md5 of a metric's definition
 
 
@@ -50,6 +53,60 @@ class Metric(BaseModel):
         return self.kind == "unique"
 
 
+class PurchaseRule(BaseModel):
+    """A tenant's own purchase mapping; a field left out is the default's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_types: tuple[str, ...] | None = Field(default=None, min_length=1)
+    revenue_properties: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+
+class PurchaseMapping(BaseModel):
+    """Which event types are purchases and which property carries their revenue (the first one present).
+
+    The collector fills the `revenue` column from `revenue_properties`; the rollups, the realtime layer,
+    the query API, the funnels and the experiments count an event as `purchase` when its type is one of
+    `event_types`. `tenants` holds the tenants that need another mapping.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_types: tuple[str, ...] = Field(default=(PURCHASE, "Order Completed"), min_length=1)
+    revenue_properties: tuple[str, ...] = Field(default=("revenue", "total"), min_length=1)
+    tenants: dict[str, PurchaseRule] = {}
+
+    def purchase_types(self, tenant_id: str | None) -> tuple[str, ...]:
+        """The event types that are purchases for this tenant (None: the default mapping's)."""
+        rule = self.tenants.get(tenant_id) if tenant_id is not None else None
+        return rule.event_types if rule is not None and rule.event_types is not None else self.event_types
+
+    def revenue_keys(self, tenant_id: str | None) -> tuple[str, ...]:
+        """The properties the collector reads revenue from for this tenant, in order."""
+        rule = self.tenants.get(tenant_id) if tenant_id is not None else None
+        if rule is not None and rule.revenue_properties is not None:
+            return rule.revenue_properties
+        return self.revenue_properties
+
+    def expand(self, event_types: tuple[str, ...], tenant_id: str | None) -> tuple[str, ...]:
+        """`event_types` with `purchase` replaced by the tenant's purchase event types."""
+        if PURCHASE not in event_types:
+            return event_types
+        out: dict[str, None] = {}
+        for name in event_types:
+            for real in self.purchase_types(tenant_id) if name == PURCHASE else (name,):
+                out[real] = None
+        return tuple(out)
+
+    def sql_types(self) -> dict[str, object]:
+        """What the SQL macros read (`event_type_in` in dbt_project/macros/funnels.sql): the default event
+        types and each tenant's own; dbt builds the same from the YAML (macro `purchase_types`)."""
+        return {
+            "default": list(self.event_types),
+            "tenants": {t: list(self.purchase_types(t)) for t in sorted(self.tenants)},
+        }
+
+
 class Catalogue(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,6 +114,11 @@ class Catalogue(BaseModel):
     dimension_sets: tuple[tuple[str, ...], ...] = Field(min_length=1)
     sketch_dimension_sets: tuple[tuple[str, ...], ...] = ()  # sets with unique-user sketches too
     metrics: dict[str, Metric]
+    purchases: PurchaseMapping = PurchaseMapping()
+
+    def metric_event_types(self, metric: Metric, tenant_id: str | None) -> tuple[str, ...]:
+        """The event types the metric counts for this tenant (empty: all), `purchase` expanded."""
+        return self.purchases.expand(metric.event_types, tenant_id)
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalogue:
@@ -95,7 +157,8 @@ class Catalogue(BaseModel):
         The dbt macro `metric_definition` (dbt_project/macros/definitions.sql) builds the same text
         from the same YAML, so both sides hash it to the same fingerprint (a unit test checks this):
         the metric's kind, bot rule, event types (sorted) and column; the dimension sets its rows are
-        kept for; for unique metrics the HyperLogLog precision; and `metric_logic_version`, bumped
+        kept for; for unique metrics the HyperLogLog precision; for metrics of `purchase` events the
+        purchase mapping's event types (default and per tenant); and `metric_logic_version`, bumped
         when the staging or rollup SQL changes what metrics count. Descriptions are left out.
         """
         metric = self.metrics[name]
@@ -116,6 +179,8 @@ class Catalogue(BaseModel):
         }
         if metric.kind == "unique":
             body["hll_precision"] = hll_precision
+        if PURCHASE in metric.event_types:
+            body["purchases"] = self.purchases.sql_types()
         return json.dumps(body, sort_keys=True)
 
     def fingerprints(self, hll_precision: int, logic_version: int) -> dict[str, str]:

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from analytics_core.catalogue import DBT_PROJECT_FILE
-from analytics_core.funnels import BREAKDOWNS, Funnel
+from analytics_core.catalogue import DBT_PROJECT_FILE, get_catalogue
+from analytics_core.funnels import BREAKDOWNS, Funnel, with_purchases
 
 MACROS_FILE = DBT_PROJECT_FILE.parent / "macros" / "funnels.sql"
 Dialect = Literal["duckdb", "bigquery"]
@@ -72,9 +72,8 @@ def _render(
         raise ValueError("the funnel's range is empty: end must be after start")
     params = Parameters(dialect)
     times = [params.timestamp(value, dialect) for value in (start, end, as_of)]
-    sql = getattr(macros(), macro)(
-        events, funnel.model_dump(mode="json"), *times, params, dialect=dialect, breakdowns=columns, **options
-    )
+    definition = with_purchases(funnel.model_dump(mode="json"), get_catalogue().purchases)
+    sql = getattr(macros(), macro)(events, definition, *times, params, dialect=dialect, breakdowns=columns, **options)
     return str(sql), params.values
 
 

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from analytics_core.catalogue import DBT_PROJECT_FILE
+from analytics_core.catalogue import DBT_PROJECT_FILE, PURCHASE, PurchaseMapping
 
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # funnel, experiment, metric and variant keys
 PROPERTY = re.compile(r"^properties\.[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -312,15 +312,29 @@ def load_definitions(path: Path = DBT_PROJECT_FILE) -> Definitions:
     return parse_definitions(raw, path)
 
 
+def with_purchases(entry: dict[str, Any], purchases: PurchaseMapping) -> dict[str, Any]:
+    """A funnel entry as the SQL macros read it: with the purchase mapping's event types under `purchases`
+    when a step or exclusion is `purchase` (dbt's macro funnel_definitions adds the same)."""
+    parts = [*(entry.get("steps") or []), *(entry.get("exclusions") or [])]
+    if any(isinstance(p, dict) and str(p.get("event_type")) == PURCHASE for p in parts) and "purchases" not in entry:
+        return {**entry, "purchases": purchases.sql_types()}
+    return entry
+
+
 def table_hashes(path: Path = DBT_PROJECT_FILE) -> dict[str, str]:
     """Funnel key -> the `definition_hash` fct_funnel_daily stamps on the rows its definition built.
 
     dbt computes it as local_md5(tojson(entry, sort_keys=true)) from the YAML entry as written (dbt's
-    tojson is json.dumps): rows stamped otherwise were built by another definition.
+    tojson is json.dumps), with the purchase mapping added when the funnel has a `purchase` step
+    (with_purchases): rows stamped otherwise were built by another definition.
     """
-    raw = ((yaml.safe_load(path.read_text()) or {}).get("vars") or {}).get("funnels") or {}
+    project_vars = (yaml.safe_load(path.read_text()) or {}).get("vars") or {}
+    raw = project_vars.get("funnels") or {}
+    purchases = PurchaseMapping.model_validate((project_vars.get("metric_catalogue") or {}).get("purchases") or {})
     return {
-        key: hashlib.md5(json.dumps(entry, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+        key: hashlib.md5(
+            json.dumps(with_purchases(entry, purchases), sort_keys=True).encode(), usedforsecurity=False
+        ).hexdigest()
         for key, entry in raw.items()
     }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from analytics_core.catalogue import get_catalogue
 from collector.adapters import PayloadError
 from collector.dedupe import Claims
 from collector.pipeline import RequestContext, process_messages
@@ -90,6 +91,7 @@ async def prepare(
         allow_unknown_event_types=tenant.settings.allow_unknown_event_types,
         max_event_bytes=state.settings.collector_max_event_bytes,
         bounds=state.bounds,
+        revenue_keys=get_catalogue().purchases.revenue_keys(tenant.tenant_id),
     )
     processed = process_messages(messages, ctx)
     events = processed.events

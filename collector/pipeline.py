@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from analytics_core.bounds import MAX_TIME_US, MIN_TIME_US, Bounds
+from analytics_core.catalogue import PurchaseMapping
 from analytics_core.deadletter import DeadLetter
 from collector import enrichment, promotion
 from collector import validation as v
@@ -21,6 +22,7 @@ from collector.event_schemas import EventSchemas
 CONTENT_ID_NAMESPACE = uuid.UUID("0c5c1f62-5a57-4c4e-9a8e-0c6f3b1d7e21")
 _DEFAULT_MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one event
 DEFAULT_BOUNDS = Bounds()
+DEFAULT_REVENUE_KEYS = PurchaseMapping().revenue_properties
 _MESSAGE_TYPES = frozenset(v.MESSAGE_TYPES)
 _MAX_EVENT_NAME, _MAX_ID, _MAX_KEYS = v.MAX_EVENT_NAME_CHARS, v.MAX_ID_CHARS, v.MAX_KEYS
 _micros = v._micros
@@ -37,6 +39,9 @@ class RequestContext:
     max_event_bytes: int = _DEFAULT_MAX_EVENT_BYTES
     # Ranges of revenue and times (analytics_core/bounds.py); the app passes those of its settings.
     bounds: Bounds = DEFAULT_BOUNDS
+    # The properties the revenue column is read from, first present wins: the tenant's purchase mapping
+    # (metric catalogue, `purchases.revenue_properties`).
+    revenue_keys: tuple[str, ...] = DEFAULT_REVENUE_KEYS
 
 
 @dataclass(frozen=True)
@@ -125,11 +130,16 @@ def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, 
     sent_at = v.timestamp(get("sentAt"), "sentAt", repeated=True)
     if sent_at is None:
         sent_at = v.timestamp(get(BATCH_SENT_AT), "sentAt", repeated=True)
+    currency = props.get("currency")
+    if type(currency) is str and not currency.isupper():
+        # Normalised before validation: "usd" is USD (stored so, in properties and the currency column).
+        props = {**props, "currency": promotion.currency_code(currency)}
     if mtype == "track" and not ctx.allow_unknown_event_types and event_type not in schemas:
         raise v.Rejected("unknown_event_type", "event", f"{event_type[:100]!r} has no schema for this tenant")
     schemas.validate(event_type, traits if mtype in _TRAITS_TYPES else props, _schema_field(mtype))
     bounds = ctx.bounds
-    revenue = promotion.revenue(props, bounds) if "revenue" in props or "total" in props else None
+    revenue_keys = ctx.revenue_keys
+    revenue = None if props.keys().isdisjoint(revenue_keys) else promotion.revenue(props, bounds, revenue_keys)
     received_at = ctx.received_at
     timestamp = enrichment.event_time(original_ts, sent_at, received_at)
     if not -bounds.max_age_us <= timestamp - received_at <= bounds.max_future_us:
@@ -151,7 +161,7 @@ def to_event(msg: Any, ctx: RequestContext, schemas: EventSchemas) -> dict[str, 
     else:
         experiment_key = experiment_variant = None
     stored = props if mtype == "track" else promotion.stored_properties(mtype, msg, props, traits)
-    currency = props.get("currency")
+    currency = props.get("currency")  # upper-cased above when it is text
     return {
         "event_id": event_id,
         "tenant_id": ctx.tenant_id,

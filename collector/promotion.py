@@ -35,13 +35,17 @@ def page(msg: dict[str, Any], props: dict[str, Any], context: dict[str, Any]) ->
     return _text(msg.get("name"))
 
 
-def revenue(props: dict[str, Any], bounds: Bounds = _DEFAULT_BOUNDS) -> float | None:
-    """properties.revenue, else properties.total, when it is a number; NaN, infinity and amounts beyond
-    the bounds (analytics_core/bounds.py) are rejected as out_of_range."""
-    value = props.get("revenue")
-    key = "revenue"
-    if value is None:
-        value, key = props.get("total"), "total"
+def revenue(
+    props: dict[str, Any], bounds: Bounds = _DEFAULT_BOUNDS, keys: tuple[str, ...] = ("revenue", "total")
+) -> float | None:
+    """The first of properties.<keys> that is not null (the purchase mapping's revenue_properties: revenue,
+    else total, by default), when it is a number; NaN, infinity and amounts beyond the bounds
+    (analytics_core/bounds.py) are rejected as out_of_range."""
+    value, key = None, keys[0]
+    for key in keys:
+        value = props.get(key)
+        if value is not None:
+            break
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
@@ -56,6 +60,11 @@ def revenue(props: dict[str, Any], bounds: Bounds = _DEFAULT_BOUNDS) -> float | 
 def currency(props: dict[str, Any]) -> str | None:
     value = props.get("currency")
     return value.upper() if isinstance(value, str) and value else None
+
+
+def currency_code(value: str) -> str:
+    """A currency code as ISO 4217 writes it: " usd" → "USD" (the schemas then check the three letters)."""
+    return value.strip().upper()
 
 
 def experiment(msg: dict[str, Any], props: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -3,7 +3,8 @@
 The semantics are those of the dbt rollups (dbt_project/macros/catalogue.sql and the staging model):
 bucket = the event's `timestamp` (UTC); null dimension values count as 'unknown'; user_key =
 coalesce(user_id, anonymous_id), and events without one add no user; humans_only metrics skip bots;
-`event_types` restricts; a count adds 1, a sum adds round(column * SUM_SCALE) (null as 0).
+`event_types` restricts (`purchase`: the tenant's purchase event types); a count adds 1, a sum adds
+round(column * SUM_SCALE) (null as 0).
 Sums are exact integers whatever their size (`group_sums`); the values must be within
 analytics_core/bounds.py (the consumer's decoder drops the rows that are not).
 
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics_core.catalogue import ALL, Catalogue, Metric
+from analytics_core.catalogue import ALL, PURCHASE, Catalogue, Metric, PurchaseMapping
 from analytics_core.events import FIELDS
 from analytics_core.realtime_keys import GRAIN_SECONDS, SUM_SCALE, counter_field
 
@@ -185,13 +186,22 @@ class Columns:
         out.minute = self.minute[rows]
         return out
 
-    def condition(self, metric: Metric) -> np.ndarray:
-        """Rows that count towards the metric (dbt's metric_condition)."""
+    def condition(self, metric: Metric, purchases: PurchaseMapping | None = None) -> np.ndarray:
+        """Rows that count towards the metric (dbt's metric_condition): `purchase` among its event types is
+        each row's tenant's purchase event types (`purchases`, the catalogue's mapping)."""
         mask = ~self.is_bot if metric.humans_only else np.ones(self.n, dtype=bool)
-        if metric.event_types:
-            wanted = np.array([v in metric.event_types for v in self.event_types], dtype=bool)
-            mask &= wanted[self.event_type_codes] if len(wanted) else False
-        return mask
+        types = metric.event_types
+        if not types:
+            return mask
+        if not len(self.event_types):
+            return mask & False
+        if purchases is not None and PURCHASE in types and purchases.tenants:
+            # (tenant code, event type code) → counts: tenants may map purchases to other event types.
+            per_tenant = [set(purchases.expand(types, t)) for t in self.tenants]
+            wanted = np.array([[v in allowed for v in self.event_types] for allowed in per_tenant], dtype=bool)
+            return mask & wanted[self.tenant, self.event_type_codes]
+        allowed = set(purchases.expand(types, None) if purchases is not None else types)
+        return mask & np.array([v in allowed for v in self.event_types], dtype=bool)[self.event_type_codes]
 
 
 class Aggregator:
@@ -251,7 +261,7 @@ class Aggregator:
         minute_code, minutes = cols.minute, cols.minutes
         weights = {}
         for name, m in self.additive:
-            cond = cols.condition(m)
+            cond = cols.condition(m, self.catalogue.purchases)
             weights[name] = cond.astype(np.int64) if m.kind == "count" else cols.sums[m.column or ""] * cond
         largest = {name: peak(w) for name, w in weights.items()}
         for set_name, dim_index in self.sets:
@@ -276,7 +286,7 @@ class Aggregator:
         key_parts: list[np.ndarray] = []
         user_parts: list[np.ndarray] = []
         for name, m in self.unique:
-            rows = np.flatnonzero(cols.condition(m) & cols.has_user)
+            rows = np.flatnonzero(cols.condition(m, self.catalogue.purchases) & cols.has_user)
             if not rows.size:
                 continue
             for set_name, dim_index in self.sketch_sets:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from analytics_core.catalogue import get_catalogue
 from analytics_core.funnels import Funnel, Step
 
 DAY_US = 86_400_000_000
@@ -36,7 +37,8 @@ def field_value(event: dict[str, Any], name: str) -> str | None:
 
 
 def matches(event: dict[str, Any], step: Step) -> bool:
-    if event["event_type"] != step.event_type:
+    # `purchase` is any event type of the tenant's purchase mapping (the catalogue's).
+    if event["event_type"] not in get_catalogue().purchases.expand((step.event_type,), event["tenant_id"]):
         return False
     for name, values in step.where.items():
         value = field_value(event, name)

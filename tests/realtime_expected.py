@@ -41,7 +41,9 @@ def naive(catalogue: Catalogue, events: list[dict[str, Any]]) -> tuple[Counters,
         values = {d: e[d] if e[d] is not None else "unknown" for d in dims}
         user = e["user_id"] if e["user_id"] is not None else e["anonymous_id"]
         for name, m in catalogue.metrics.items():
-            if (m.humans_only and e["is_bot"]) or (m.event_types and e["event_type"] not in m.event_types):
+            # `purchase` among a metric's event types: the event's tenant's purchase event types.
+            wanted = catalogue.purchases.expand(m.event_types, e["tenant_id"])
+            if (m.humans_only and e["is_bot"]) or (wanted and e["event_type"] not in wanted):
                 continue
             if m.kind in ("count", "sum"):
                 amount = 1 if m.kind == "count" else round((e[m.column or ""] or 0.0) * SUM_SCALE)

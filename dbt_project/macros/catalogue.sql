@@ -18,14 +18,27 @@
     {{ return(found) }}
 {%- endmacro %}
 
-{#- SQL condition an event meets to count towards a metric (humans_only unless said otherwise, as the API reads it). -#}
+{#- The purchase mapping's event types as the SQL macros read them (macros/funnels.sql, event_type_in):
+    {'default': [...], 'tenants': {tenant: [...]}}, a tenant without its own event_types getting the
+    default's. The same as analytics_core's Catalogue.purchases.sql_types(). -#}
+{% macro purchase_types() -%}
+    {%- set mapping = var('metric_catalogue').get('purchases') or {} -%}
+    {#- Without event_types, PurchaseMapping's default (tests/unit/test_metric_definitions.py compares). -#}
+    {%- set default = (mapping.get('event_types') or ['purchase', 'Order Completed']) | list -%}
+    {%- set tenants = {} -%}
+    {%- for tenant, rule in (mapping.get('tenants') or {}).items() -%}
+        {%- do tenants.update({tenant: ((rule or {}).get('event_types') or default) | list}) -%}
+    {%- endfor -%}
+    {{ return({'default': default, 'tenants': tenants}) }}
+{%- endmacro %}
+
+{#- SQL condition an event meets to count towards a metric (humans_only unless said otherwise, as the API
+    reads it); `purchase` among its event types means the tenant's purchase event types. -#}
 {% macro metric_condition(metric) -%}
     {%- set parts = [] -%}
     {%- if metric.get('humans_only', true) -%}{%- do parts.append('not is_bot') -%}{%- endif -%}
     {%- if metric.get('event_types') -%}
-        {%- set quoted = [] -%}
-        {%- for event_type in metric['event_types'] -%}{%- do quoted.append(dbt.string_literal(event_type)) -%}{%- endfor -%}
-        {%- do parts.append('event_type in (' ~ quoted | join(', ') ~ ')') -%}
+        {%- do parts.append(event_type_in(metric['event_types'] | list, sql_string, purchase_types())) -%}
     {%- endif -%}
     {{ return(parts | join(' and ') if parts else 'true') }}
 {%- endmacro %}

@@ -38,6 +38,7 @@
         'logic_version': var('metric_logic_version') | int,
     } -%}
     {%- if kind == 'unique' -%}{%- do body.update({'hll_precision': var('hll_precision') | int}) -%}{%- endif -%}
+    {%- if 'purchase' in (metric.get('event_types') or []) -%}{%- do body.update({'purchases': purchase_types()}) -%}{%- endif -%}
     {{ return(tojson(body, sort_keys=true)) }}
 {%- endmacro %}
 

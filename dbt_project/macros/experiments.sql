@@ -42,6 +42,7 @@
                 'cuped': m.get('cuped', false),
                 'higher_is_better': m.get('higher_is_better', true),
             }) -%}
+            {%- if (m['event_type'] | string) == 'purchase' -%}{%- do metrics[-1].update({'purchases': purchase_types()}) -%}{%- endif -%}
         {%- endfor -%}
         {%- do out.append({
             'key': key,

@@ -5,9 +5,18 @@
 -#}
 
 {#- The funnels of `var('funnels')`, their keys checked (they are written into the SQL); the rest the
-    funnel macros check or bind (dbt_project/macros/funnels.sql). -#}
+    funnel macros check or bind (dbt_project/macros/funnels.sql). A funnel with a `purchase` step or
+    exclusion carries the purchase mapping under `purchases` (so it enters its definition_hash too:
+    analytics_core/funnels.py's table_hashes adds the same). -#}
 {% macro funnel_definitions() %}
-    {%- set raw = var('funnels', {}) or {} -%}
+    {%- set raw = {} -%}
+    {%- for key, entry in (var('funnels', {}) or {}).items() -%}
+        {%- set entry = dict(entry) -%}
+        {%- for step in (entry['steps'] | list) + ((entry.get('exclusions') or []) | list) if (step['event_type'] | string) == 'purchase' and 'purchases' not in entry -%}
+            {%- do entry.update({'purchases': purchase_types()}) -%}
+        {%- endfor -%}
+        {%- do raw.update({key: entry}) -%}
+    {%- endfor -%}
     {%- for key in raw -%}
         {%- if not modules.re.match('^[a-z][a-z0-9_]{0,62}$', key) -%}
             {{ exceptions.raise_compiler_error("funnels." ~ key ~ ": keys are lowercase letters, digits and _") }}
@@ -57,10 +66,10 @@
     {%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal -%}
     {%- set types = [] -%}
     {%- for step in (funnel['steps'] | list) + ((funnel.get('exclusions') or []) | list) -%}
-        {%- if bind(step['event_type'] | string) not in types -%}{%- do types.append(bind(step['event_type'] | string)) -%}{%- endif -%}
+        {%- if (step['event_type'] | string) not in types -%}{%- do types.append(step['event_type'] | string) -%}{%- endif -%}
     {%- endfor -%}
     user_key is not null and is_bot is not true
-    {%- if (funnel.get('order') or 'ordered') != 'strict' %} and event_type in ({{ types | join(', ') }}){%- endif -%}
+    {%- if (funnel.get('order') or 'ordered') != 'strict' %} and event_type in ({{ event_types_bound(types, bind, funnel.get('purchases')) }}){%- endif -%}
 {%- endmacro %}
 
 {#-

@@ -5,7 +5,8 @@
     so the two cannot disagree.
     That is why nothing here touches dbt's context (ref, var, adapter, return, target): the caller
     passes the events relation (a table name or a parenthesised subquery), the funnel (the shape of
-    Funnel.model_dump(), or the raw `vars: funnels` entry), the first-step range [start, end) and
+    Funnel.model_dump(), or the raw `vars: funnels` entry, with the purchase mapping under `purchases`
+    when a step is `purchase`), the first-step range [start, end) and
     `as_of` as SQL expressions, the dialect ('duckdb' or 'bigquery'), and `bind`, which turns each
     value of the definition into SQL: dbt passes funnel_duckdb_literal or funnel_bigquery_literal
     (dbt.string_literal does not escape quotes), the API a function that records a named
@@ -91,9 +92,56 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#-
+    The purchase mapping: the event type `purchase` in a funnel step, a metric or an experiment metric
+    stands for the event types of the tenant's purchase mapping. `purchases` is {'default': [types],
+    'tenants': {tenant: [types]}} (Catalogue.purchases.sql_types() in Python, the macro purchase_types
+    in dbt), or none, where `purchase` is an event type like any other.
+-#}
+
+{#- The real event types `types` can be for any tenant, bound and joined by commas: for a filter that
+    keeps at least every event event_type_in() can match. -#}
+{% macro event_types_bound(types, bind, purchases) -%}
+    {%- set out = [] -%}
+    {%- for name in types -%}
+        {%- set reals = [name] -%}
+        {%- if name == 'purchase' and purchases -%}
+            {%- set reals = purchases['default'] | list -%}
+            {%- for tenant, own in (purchases.get('tenants') or {}) | dictsort -%}
+                {%- for real in own if real not in reals -%}{%- do reals.append(real) -%}{%- endfor -%}
+            {%- endfor -%}
+        {%- endif -%}
+        {%- for real in reals if real not in out -%}{%- do out.append(real) -%}{%- endfor -%}
+    {%- endfor -%}
+    {%- set bound = [] -%}
+    {%- for real in out -%}{%- do bound.append(bind(real | string)) -%}{%- endfor -%}
+    {{- bound | join(', ') -}}
+{%- endmacro %}
+
+{#- True when the event's type is one of `types`, `purchase` read as the event's tenant's purchase types. -#}
+{% macro event_type_in(types, bind, purchases) -%}
+    {%- set expand = purchases and 'purchase' in types -%}
+    {%- set tenants = (purchases.get('tenants') or {}) if expand else {} -%}
+    {%- set plain = [] -%}
+    {%- for name in types if name not in plain and not (expand and name == 'purchase') -%}{%- do plain.append(name) -%}{%- endfor -%}
+    {%- if expand and not tenants -%}
+        {%- for real in purchases['default'] if real not in plain -%}{%- do plain.append(real) -%}{%- endfor -%}
+    {%- endif -%}
+    {%- set parts = [] -%}
+    {%- if plain -%}{%- do parts.append('event_type in (' ~ event_types_bound(plain, bind, none) ~ ')') -%}{%- endif -%}
+    {%- if expand and tenants -%}
+        {%- set whens = [] -%}
+        {%- for tenant, own in tenants | dictsort -%}
+            {%- do whens.append('when ' ~ bind(tenant | string) ~ ' then event_type in (' ~ event_types_bound(own, bind, none) ~ ')') -%}
+        {%- endfor -%}
+        {%- do parts.append('case tenant_id ' ~ whens | join(' ') ~ ' else event_type in (' ~ event_types_bound(purchases['default'], bind, none) ~ ') end') -%}
+    {%- endif -%}
+    ({{ parts | join(' or ') }})
+{%- endmacro %}
+
 {#- The event matches a step (or exclusion): its type, and each `where` field equal to one of the listed values. -#}
-{% macro funnel_condition(step, bind, dialect) -%}
-    {%- set parts = ['event_type = ' ~ bind(step['event_type'] | string)] -%}
+{% macro funnel_condition(step, bind, dialect, purchases=none) -%}
+    {%- set parts = [event_type_in([step['event_type'] | string], bind, purchases)] -%}
     {%- for field, values in (step.get('where') or {}) | dictsort -%}
         {%- set listed = [] -%}
         {%- for value in ([values] if values is string or values is not iterable else values) -%}
@@ -184,13 +232,11 @@
     {%- for column in columns -%}{%- do event_columns.append(column) -%}{%- endfor -%}
     {%- if hold -%}{%- do event_columns.append(funnel_field(hold, dialect) ~ ' as hold_value') -%}{%- endif -%}
     {%- for step in steps -%}
-        {%- do event_columns.append(funnel_condition(step, bind, dialect) ~ ' as match_' ~ loop.index) -%}
+        {%- do event_columns.append(funnel_condition(step, bind, dialect, funnel.get('purchases')) ~ ' as match_' ~ loop.index) -%}
     {%- endfor -%}
     {%- for exclusion in exclusions -%}
-        {%- do event_columns.append(funnel_condition(exclusion, bind, dialect) ~ ' as x_' ~ loop.index) -%}
+        {%- do event_columns.append(funnel_condition(exclusion, bind, dialect, funnel.get('purchases')) ~ ' as x_' ~ loop.index) -%}
     {%- endfor -%}
-    {%- set bound_types = [] -%}
-    {%- for event_type in types if order != 'strict' -%}{%- do bound_types.append(bind(event_type)) -%}{%- endfor -%}
 
 funnel_events as (
 
@@ -204,7 +250,7 @@ funnel_events as (
         and event_at <= {{ funnel_add_seconds(end, window_s, dialect) }}
         {%- if order != 'strict' %}
         -- (only the types used; a strict funnel keeps all: any other event between two steps breaks it)
-        and event_type in ({{ bound_types | join(', ') }})
+        and event_type in ({{ event_types_bound(types, bind, funnel.get('purchases')) }})
         {%- endif %}
 
 ),

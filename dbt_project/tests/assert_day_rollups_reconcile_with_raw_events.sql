@@ -38,6 +38,19 @@ distinct_events as (
 
 ),
 
+-- Purchases: the event types of each tenant's purchase mapping (metric_catalogue.purchases).
+classified as (
+
+    select
+        tenant_id,
+        day,
+        is_bot,
+        revenue,
+        coalesce({{ event_type_in(['purchase'], sql_string, purchase_types()) }}, false) as is_purchase
+    from distinct_events
+
+),
+
 last_day as (
 
     select max(day) as day from distinct_events
@@ -47,21 +60,21 @@ last_day as (
 recomputed as (
 
     select
-        distinct_events.tenant_id,
-        distinct_events.day,
-        sum(1 - distinct_events.is_bot) as events,
+        classified.tenant_id,
+        classified.day,
+        sum(1 - classified.is_bot) as events,
         count(*) as traffic_events,
-        sum(case when distinct_events.event_type = 'purchase' then 1 - distinct_events.is_bot else 0 end) as purchases,
+        sum(case when classified.is_purchase then 1 - classified.is_bot else 0 end) as purchases,
         sum(
             case
-                when distinct_events.event_type = 'purchase' and distinct_events.is_bot = 0
-                    then coalesce(distinct_events.revenue, 0)
+                when classified.is_purchase and classified.is_bot = 0
+                    then coalesce(classified.revenue, 0)
                 else 0
             end
         ) as revenue
-    from distinct_events
-    inner join last_day on distinct_events.day < last_day.day
-    group by distinct_events.tenant_id, distinct_events.day
+    from classified
+    inner join last_day on classified.day < last_day.day
+    group by classified.tenant_id, classified.day
 
 ),
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from segment.analytics.client import Client as SegmentClient
 
 from analytics_core.clients import redis_client
 from analytics_core.events import to_micros
@@ -325,6 +326,68 @@ def test_second_ask_is_a_cache_hit_with_the_same_numbers(pipeline: Pipeline) -> 
     assert {k: v for k, v in got.items() if v} == expected
     metrics = httpx.get(f"{pipeline.api}/metrics", timeout=10).text
     assert "api_cache_hits_total" in metrics
+
+
+def test_order_completed_from_a_segment_sdk_is_a_purchase_live_and_after_the_rollups(pipeline: Pipeline) -> None:
+    """Segment's e-commerce `Order Completed` (revenue, else total; a lower-case currency) counts in
+    purchases and revenue: live through the realtime layer, then from the minute rollups."""
+    settings, marker = pipeline.settings, uuid.uuid4().hex
+    since = (datetime.now(UTC) - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    window = {"start": since.isoformat(), "granularity": "minute"}
+
+    def asked(salt: int) -> tuple[float, float]:
+        end = (datetime.now(UTC) + timedelta(minutes=2, seconds=salt)).replace(microsecond=0)
+        body = {"metrics": ["purchases", "revenue"], **window, "end": end.isoformat()}
+        answer = query(pipeline, "tenant_2", body)
+        assert answer.status_code == 200, answer.text
+        return total(answer.json(), "purchases"), total(answer.json(), "revenue")
+
+    def settled(salt: int) -> tuple[float, float]:
+        """The answer once two asks a second apart agree (earlier live traffic may still be arriving)."""
+        last = asked(salt)
+        for step in range(1, 30):
+            time.sleep(1.0)
+            now = asked(salt + step)
+            if now == last:
+                return now
+            last = now
+        raise AssertionError("tenant_2's purchases never held still")
+
+    before = settled(2000)
+    client = SegmentClient(TENANTS["tenant_2"][0], host=pipeline.collector, sync_mode=True, max_retries=1)
+    client.track("buyer-1", "Order Completed", {"revenue": 40.0, "currency": "usd", "run": marker, "order_id": "o-1"})
+    client.track("buyer-2", "Order Completed", {"total": 15.5, "currency": "EUR", "run": marker, "order_id": "o-2"})
+    client.flush()
+    expected = (before[0] + 2, before[1] + 55.5)
+    deadline = time.monotonic() + 10
+    while (live := asked(3000 + int(time.monotonic() * 10) % 1000)) != expected:
+        assert time.monotonic() < deadline, f"live purchases and revenue {live}, expected {expected}"
+        time.sleep(0.2)
+
+    WarehouseLoader(settings).run(idle_exit_s=3.0, handle_signals=False)
+    run_dbt(settings, "run", "--select", "stg_tracking__events", "fct_metrics_minute", "fct_warehouse_watermarks")
+    staged = lake_query(
+        settings,
+        "SELECT revenue, currency FROM {lake}.stg_tracking__events WHERE tenant_id = 'tenant_2'"
+        " AND event_type = 'Order Completed' AND properties LIKE ? ORDER BY revenue",
+        [f'%"run":"{marker}"%'],
+    )
+    assert staged == [(15.5, "EUR"), (40.0, "USD")]
+    # The minute rollups against raw SQL over the staged events, both kinds of purchase event.
+    rolled = lake_query(
+        settings,
+        "SELECT metric, sum(value) FROM {lake}.fct_metrics_minute WHERE tenant_id = ? AND dimension_set = ''"
+        " AND window_start >= ?::TIMESTAMPTZ AND metric IN ('purchases', 'revenue') GROUP BY 1",
+        ["tenant_2", since.isoformat()],
+    )
+    ((count, revenue),) = lake_query(
+        settings,
+        "SELECT count(*), sum(revenue) FROM {lake}.stg_tracking__events WHERE tenant_id = ? AND NOT is_bot"
+        " AND event_type IN ('purchase', 'Order Completed') AND event_at >= ?::TIMESTAMPTZ",
+        ["tenant_2", since.isoformat()],
+    )
+    assert count >= 2 and dict(rolled) == pytest.approx({"purchases": count, "revenue": revenue})
+    assert asked(5000) == expected  # warehouse and realtime together: each purchase once
 
 
 def test_without_redis_answers_come_from_the_warehouse_marked_not_realtime(pipeline: Pipeline) -> None:

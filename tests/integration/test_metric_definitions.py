@@ -309,6 +309,35 @@ def test_metrics_leaving_the_catalogue_lose_their_rows_and_a_forced_rebuild_chan
     assert refused.returncode != 0 and "rebuild_metric_history names nope" in refused.stdout
 
 
+def test_a_tenants_own_purchase_mapping_rebuilds_purchases_for_the_rollups_and_the_api(
+    lake: Settings, truth: duckdb.DuckDBPyConnection
+) -> None:
+    """tenant_2 maps its purchases to checkout_started: the next build rebuilds the purchase metrics
+    (their fingerprints changed), every grain of each tenant then counts its own purchase event types,
+    and the query API's raw path counts the same; the metrics without `purchase` are not rebuilt."""
+    settings = lake
+    build(settings, None)  # the late events staged, the project's mapping
+    refresh_truth(settings, truth)
+    mapping = copy.deepcopy(PROJECT_CATALOGUE)
+    mapping["purchases"]["tenants"] = {"tenant_2": {"event_types": ["checkout_started"]}}
+    own = {"tenant_1": ["purchase", "Order Completed"], "tenant_2": ["checkout_started"]}
+    for tenant, types in own.items():  # before the build: the new mapping's numbers from the raw events
+        asked = ask(settings, mapping, ["purchases"], SHORT, tenant=tenant)
+        assert sources(asked) == {"raw"} and values(asked, "purchases") == counted(truth, tenant, "day", types, *SHORT)
+    stdout = build(settings, mapping)
+    for model in ("fct_metrics_hour", "fct_metrics_day", "fct_metrics_minute"):
+        assert re.search(rf"{model}: rebuilding purchases, revenue, purchasers over ", stdout), stdout[-3000:]
+    far = (TODAY - timedelta(days=400), TODAY + timedelta(days=2))
+    recent = (TODAY - timedelta(days=6), TODAY + timedelta(days=2))
+    for tenant, types in own.items():
+        for grain, span in (("day", far), ("hour", far), ("minute", recent)):
+            assert rollup_values(settings, grain, "purchases", tenant) == counted(truth, tenant, grain, types, *span)
+        asked = ask(settings, mapping, ["purchases"], SHORT, tenant=tenant)
+        assert "raw" not in sources(asked)
+        assert values(asked, "purchases") == counted(truth, tenant, "day", types, *SHORT)
+    build(settings, None)  # back to the project's mapping for the other tests
+
+
 def test_a_lake_of_the_old_sketch_format_is_migrated_by_the_next_incremental_build(lake: Settings) -> None:
     """Rollups built before the sketches were BLOBs (INTEGER[] registers, metric_logic_version 1): the next
     plain build replaces the column and rebuilds every metric in slices, giving the rows a fresh build gives."""

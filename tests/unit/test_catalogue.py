@@ -58,3 +58,48 @@ def test_an_inconsistent_catalogue_is_refused_naming_the_problem(tmp_path: Path,
     catalogue.update(broken)
     with pytest.raises(ValueError, match=message):
         load_catalogue(_write(tmp_path, catalogue))
+
+
+def test_the_purchase_mapping_defaults_and_tenant_rules() -> None:
+    from analytics_core.catalogue import PurchaseMapping
+
+    project = load_catalogue().purchases
+    assert project.event_types == ("purchase", "Order Completed")
+    assert project.revenue_properties == ("revenue", "total")
+    mapping = PurchaseMapping.model_validate(
+        {"tenants": {"shop": {"event_types": ["checkout_done"], "revenue_properties": ["amount"]}, "half": {}}}
+    )
+    assert mapping.expand(("page_view", "purchase"), "other") == ("page_view", "purchase", "Order Completed")
+    assert mapping.expand(("purchase", "checkout_done"), "shop") == ("checkout_done",)
+    assert mapping.expand(("add_to_cart",), "shop") == ("add_to_cart",)
+    assert (mapping.revenue_keys("shop"), mapping.revenue_keys("half")) == (("amount",), ("revenue", "total"))
+    assert mapping.sql_types() == {
+        "default": ["purchase", "Order Completed"],
+        "tenants": {"half": ["purchase", "Order Completed"], "shop": ["checkout_done"]},
+    }
+    with pytest.raises(ValueError, match="event_types"):
+        PurchaseMapping.model_validate({"event_types": []})
+
+
+@pytest.mark.parametrize("tenants", [{}, {"shop": {"event_types": ["checkout_done", "purchase"]}}])
+@pytest.mark.parametrize("types", [["purchase"], ["page_view", "purchase"], ["page_view"], ["Order Completed"]])
+def test_the_sql_purchase_condition_matches_the_mapping_per_tenant(tenants: dict, types: list[str]) -> None:
+    import duckdb
+
+    from analytics_core.catalogue import PurchaseMapping
+    from analytics_core.funnel_sql import Parameters, macros
+
+    mapping = PurchaseMapping.model_validate({"tenants": tenants})
+    names = ["purchase", "Order Completed", "checkout_done", "page_view", "it's"]
+    rows = [(t, e) for t in ("shop", "other") for e in names]
+    params = Parameters()
+    condition = str(macros().event_type_in(types, params, mapping.sql_types()))
+    prefilter = str(macros().event_types_bound(types, params, mapping.sql_types()))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE e (tenant_id VARCHAR, event_type VARCHAR)")
+    con.executemany("INSERT INTO e VALUES (?, ?)", rows)
+    sql = f"SELECT tenant_id, event_type, {condition}, event_type IN ({prefilter}) FROM e ORDER BY ALL"
+    for tenant, event_type, matched, kept in con.execute(sql, params.values).fetchall():
+        expected = event_type in mapping.expand(tuple(types), tenant)
+        assert matched is expected, (tenant, event_type)
+        assert kept or not expected  # the prefilter keeps every event the condition can match

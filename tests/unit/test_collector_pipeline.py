@@ -169,3 +169,28 @@ def test_an_unexpected_error_dead_letters_the_message_not_the_batch(monkeypatch:
 def test_hand_built_messages_with_a_bogus_original_key_still_work() -> None:
     out = process_messages([{"type": "track", "event": "x", "userId": "u", "_original": "junk"}], CTX)
     assert len(out.events) == 1
+
+
+@pytest.mark.parametrize("event", ["purchase", "Order Completed"])
+def test_a_lower_case_currency_is_accepted_and_stored_upper_case(event: str) -> None:
+    msg = {"type": "track", "event": event, "userId": "u1", "properties": {"revenue": 9.5, "currency": "usd"}}
+    out = process_messages([msg], CTX)
+    assert out.dead_letters == []
+    (stored,) = out.events
+    assert (stored["currency"], orjson.loads(stored["properties"])["currency"], stored["revenue"]) == (
+        "USD",
+        "USD",
+        9.5,
+    )
+    assert msg["properties"] == {"revenue": 9.5, "currency": "usd"}  # the message itself is not changed
+
+
+def test_revenue_comes_from_the_tenants_revenue_properties_in_order() -> None:
+    props = {"amount": 12.0, "revenue": 3.0, "total": 4.0}
+    msg = {"type": "track", "event": "checkout_done", "userId": "u1", "properties": props}
+    default = process_messages([msg], CTX).events[0]
+    own = process_messages([msg], RequestContext("tenant_1", RECEIVED, None, revenue_keys=("amount", "revenue")))
+    total_only = process_messages(
+        [{**msg, "properties": {"total": 4.0}}], RequestContext("tenant_1", RECEIVED, None, revenue_keys=("amount",))
+    )
+    assert (default["revenue"], own.events[0]["revenue"], total_only.events[0]["revenue"]) == (3.0, 12.0, None)

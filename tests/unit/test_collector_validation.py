@@ -227,8 +227,8 @@ CASES: list[tuple[str, Any, str, str]] = [
         "timestamp: more than 366 days before receivedAt (bounds_max_event_age_days)",
     ),
     (
-        "lower-case currency",
-        props(PURCHASE, currency="usd"),
+        "currency not three letters",
+        props(PURCHASE, currency="usdollar"),
         "schema_violation",
         "properties.currency: must be a 3-letter ISO 4217 code in capitals",
     ),

@@ -131,7 +131,7 @@ def test_the_table_hash_is_the_md5_of_the_yaml_entry_as_dbt_computes_it(tmp_path
     """dbt's local_md5(tojson(entry, sort_keys=true)) is md5(json.dumps(entry, sort_keys=True)); key order
     in the YAML does not matter, any changed value does (tests/integration/test_funnels_dbt.py compares
     with the hash dbt stored)."""
-    entry = funnel(title="x")
+    entry = funnel(title="x", steps=[{"event_type": "page_view"}, {"event_type": "checkout"}])
     path = tmp_path / "dbt_project.yml"
     path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": entry}}}))
     first = table_hashes(path)["f"]
@@ -150,3 +150,22 @@ def test_a_project_file_without_definitions_has_none(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": funnel(window="0s")}}}))
     with pytest.raises(DefinitionError, match=f"{path}: funnels.f.window: must be between"):
         load_definitions(path)
+
+
+def test_a_purchase_step_puts_the_purchase_mapping_into_the_table_hash(tmp_path: Path) -> None:
+    """A funnel with a `purchase` step is stamped with the mapping too (dbt's funnel_definitions adds it),
+    so a changed mapping rebuilds its tables; a funnel without one is not."""
+    entry = funnel(title="x", steps=[{"event_type": "page_view"}, {"event_type": "checkout"}])
+    bought = {**entry, "steps": [*entry["steps"], {"event_type": "purchase"}]}
+    path = tmp_path / "dbt_project.yml"
+
+    def hashes(mapping: dict) -> dict[str, str]:
+        catalogue = {"purchases": {"event_types": mapping}} if mapping else {}
+        path.write_text(yaml.safe_dump({"vars": {"funnels": {"f": entry, "p": bought}, "metric_catalogue": catalogue}}))
+        return table_hashes(path)
+
+    default, own = hashes([]), hashes(["purchase", "checkout_done"])
+    assert default["f"] == own["f"] == hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+    with_mapping = {**bought, "purchases": {"default": ["purchase", "Order Completed"], "tenants": {}}}
+    assert default["p"] == hashlib.md5(json.dumps(with_mapping, sort_keys=True).encode()).hexdigest()
+    assert own["p"] != default["p"]

@@ -61,6 +61,24 @@ def test_jinja_and_python_agree_on_a_loosely_written_catalogue_and_other_vars(la
     assert dbt_fingerprints(lake, dbt_vars) == python
 
 
+def test_jinja_and_python_agree_on_purchase_metrics_with_a_tenants_own_mapping(lake: Settings) -> None:
+    catalogue = json.loads(json.dumps(LOOSE))
+    catalogue["metrics"]["buys"] = {"kind": "count", "event_types": ["purchase"]}
+    catalogue["metrics"]["takings"] = {"kind": "sum", "column": "revenue", "event_types": ["purchase", "refund"]}
+    catalogue["purchases"] = {
+        "event_types": ["purchase", "Order Completed"],
+        "tenants": {"shop": {"event_types": ["checkout_done"]}, "same": {"revenue_properties": ["amount"]}},
+    }
+    dbt_vars = {"metric_catalogue": catalogue, "hll_precision": 12, "metric_logic_version": 7}
+    python = Catalogue.model_validate(catalogue).fingerprints(12, 7)
+    assert dbt_fingerprints(lake, dbt_vars) == python
+    plain = Catalogue.model_validate({**catalogue, "purchases": {}}).fingerprints(12, 7)
+    # The mapping's event types enter the purchase metrics' fingerprints, and no other metric's.
+    assert {m for m in python if python[m] != plain[m]} == {"buys", "takings"}
+    catalogue["purchases"]["tenants"]["same"] = {"revenue_properties": ["total"]}  # revenue is the collector's
+    assert Catalogue.model_validate(catalogue).fingerprints(12, 7) == python
+
+
 def test_what_changes_numbers_changes_the_fingerprint_and_nothing_else_does() -> None:
     base = Catalogue.model_validate(LOOSE)
     prints = base.fingerprints(14, 1)

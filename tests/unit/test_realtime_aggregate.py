@@ -9,14 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analytics_core.catalogue import get_catalogue
+from analytics_core.catalogue import ALL, Catalogue, get_catalogue
 from analytics_core.columnar import SCHEMA
+from analytics_core.realtime_keys import counter_field
 from realtime.aggregate import Aggregator, group, group_sums, peak
 from tests.realtime_expected import naive
 
 HOUR_US = 3_600_000_000
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
-EVENT_TYPES = ["page_view", "add_to_cart", "purchase", 'Order "Completed" \u2013 ü', "identify"]
+EVENT_TYPES = ["page_view", "add_to_cart", "purchase", 'Order "Completed" \u2013 ü', "identify", "Order Completed"]
 
 
 def make_events(n: int, seed: int) -> list[dict[str, Any]]:
@@ -27,7 +28,7 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
         user = rng.randrange(60)
         has_id, has_anon = rng.random() < 0.5, rng.random() < 0.9
         revenue = None
-        if event_type == "purchase" and rng.random() < 0.8:
+        if event_type in ("purchase", "Order Completed", "add_to_cart") and rng.random() < 0.8:
             revenue = rng.choice([0.1, 0.2, 19.99, 1e-7, 123456.789, 0.0])
         elif rng.random() < 0.05:
             revenue = 5.5  # a revenue on a non-purchase: no metric may count it
@@ -70,6 +71,30 @@ def test_counters_equal_the_per_event_recomputation() -> None:
     fields = {f for cell in got.values() for f in cell}
     assert any('"unknown"' in f for f in fields) and any("Completed" in f for f in fields)
     assert any(f.startswith('["traffic_events"') for f in fields) and any(f.startswith('["revenue"') for f in fields)
+
+
+def test_a_tenants_own_purchase_mapping_counts_its_purchases_and_only_its() -> None:
+    raw = get_catalogue().model_dump()
+    raw["purchases"] = {"tenants": {"t2": {"event_types": ["add_to_cart"]}}}
+    catalogue = Catalogue.model_validate(raw)
+    events = make_events(3_000, seed=4)
+    expected, expected_users = naive(catalogue, events)
+    aggregator = Aggregator(catalogue)
+    got = aggregator.counters(as_table(events, chunks=2))
+    assert got == expected
+    assert aggregator.unique_pairs(as_table(events)).as_sets() == expected_users
+
+    def total(tenant: str, field: str) -> int:
+        return sum(cell.get(field, 0) for (t, _), cell in got.items() if t == tenant)
+
+    purchases = counter_field("purchases", "", (ALL,) * len(catalogue.rollup_dimensions))
+
+    def humans(tenant: str, types: set[str]) -> int:
+        return sum(1 for e in events if e["tenant_id"] == tenant and not e["is_bot"] and e["event_type"] in types)
+
+    # Counted straight from the events, apart from the reference: t2's purchases are its carts.
+    assert total("t1", purchases) == humans("t1", {"purchase", "Order Completed"}) > 0
+    assert total("t2", purchases) == humans("t2", {"add_to_cart"}) > 0
 
 
 def test_unique_pairs_hold_exactly_the_users_of_each_hll() -> None:

@@ -1,6 +1,7 @@
 """The raw-events strategy's SQL (from_raw_events.py): one SQL over the staged (deduplicated) raw events.
 
-Counts, sums and COUNT(DISTINCT user_key) with each metric's condition (people only, event types),
+Counts, sums and COUNT(DISTINCT user_key) with each metric's condition (people only, event types, with
+`purchase` read as the tenant's purchase event types),
 bucketed by arithmetic on the event time (parts.bucket_index) and grouped by any catalogue
 dimension. For what no rollup answers: whole queries (from_raw_events.py), and the raw pieces of a
 rollup answer (`intervals`: part of a minute at a range edge, minutes past their retention), whose
@@ -25,17 +26,17 @@ EVENTS_TABLE = "stg_tracking__events"
 MISSING = ""  # what a filter compares for events without the dimension (no page, no experiment)
 
 
-def _condition(metric: Metric, params: Params) -> str:
+def _condition(metric: Metric, event_types: tuple[str, ...], params: Params) -> str:
     parts = []
     if metric.humans_only:
         parts.append("NOT is_bot")
-    if metric.event_types:
-        parts.append(f"event_type IN ({placeholders(metric.event_types, params)})")
+    if event_types:
+        parts.append(f"event_type IN ({placeholders(event_types, params)})")
     return " AND ".join(parts) or "true"
 
 
-def _aggregate(metric: Metric, params: Params, hashes: bool) -> str:
-    condition = _condition(metric, params)
+def _aggregate(metric: Metric, event_types: tuple[str, ...], params: Params, hashes: bool) -> str:
+    condition = _condition(metric, event_types, params)
     if metric.kind == "count":
         return f"count(*) FILTER (WHERE {condition})"
     if metric.kind == "sum":
@@ -91,7 +92,11 @@ def raw_sql(
         outer_groups = [f"CASE WHEN in_top THEN {name} END" for name in names]  # else NULL, and rest true
     else:
         source, rest, outer_groups = f"({inner})", "false", names
-    aggregates = [f"{_aggregate(catalogue.metrics[m], params, hashes)} AS m{i}" for i, m in enumerate(metrics)]
+    aggregates = []
+    for i, name in enumerate(metrics):
+        metric = catalogue.metrics[name]
+        event_types = catalogue.metric_event_types(metric, query.tenant_id)
+        aggregates.append(f"{_aggregate(metric, event_types, params, hashes)} AS m{i}")
     select = ", ".join(["b", f"{rest} AS r", *outer_groups, *aggregates])
     group = ", ".join(str(i + 1) for i in range(2 + len(names)))
     return f"SELECT {select} FROM {source} GROUP BY {group}", params + flag_params + inner_params

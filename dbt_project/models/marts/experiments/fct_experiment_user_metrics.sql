@@ -104,7 +104,7 @@ with
                 where
                     not is_bot
                     and user_key is not null
-                    and event_type = {{ sql_string(m.event_type) }}
+                    and {{ event_type_in([m.event_type], sql_string, m.get('purchases')) }}
                     and {{ where_matches(m.where) }}
                     {% if part == 'window' %}
                         and event_at >= (select min(spans.pre_start) from spans)
