@@ -117,8 +117,11 @@ def _posthog_message(event: dict[str, Any], sent_at: Any) -> dict[str, Any]:
         msg["event"] = name
     elif mtype == "screen":
         msg["name"] = p.get("$screen_name")
-    elif mtype == "identify" and isinstance(p.get("$set"), dict):
-        msg["traits"] = p["$set"]
+    elif mtype == "identify":
+        # posthog-js and posthog-node put $set in properties, posthog-go beside them at the top of the event.
+        traits = p.get("$set") if isinstance(p.get("$set"), dict) else event.get("$set")
+        if isinstance(traits, dict):
+            msg["traits"] = traits
     for src, dst in (("distinct_id", "userId"), ("uuid", "messageId"), ("timestamp", "timestamp")):
         if event.get(src) is not None:
             msg[dst] = event[src]

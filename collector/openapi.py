@@ -262,6 +262,17 @@ def single_operation(message_type: str) -> dict[str, Any]:
     )
 
 
+def segment_import(path: str) -> dict[str, Any]:
+    """/v1/import and /v1/import/: a Segment batch, where analytics-java and analytics-ruby send it."""
+    sdk = "analytics-java (endpoint(...) appends /v1/import/)" if path.endswith("/") else "analytics-ruby"
+    return ingest_operation(
+        "SegmentBatch",
+        f"A batch of Segment messages, as on /v1/batch, at the path {sdk} posts to. analytics-java sends the write "
+        "key as writeKey in the body, without Basic auth. Both spellings answer directly, without a redirect.",
+        {"batch": [SEGMENT_EXAMPLE_MESSAGE], "sentAt": "2026-01-15T10:00:01Z", "writeKey": "wk_example"},
+    )
+
+
 READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Kafka answers: events can be accepted.",

@@ -1,4 +1,4 @@
-"""Segment's tracking API: /v1/batch and one route per single-message type."""
+"""Segment's tracking API: /v1/batch, /v1/import and one route per single-message type."""
 
 from __future__ import annotations
 
@@ -13,12 +13,27 @@ from collector.deps import StateDep
 from collector.routes.ingest import handle
 
 SEGMENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+# analytics-java posts to /v1/import/ and analytics-ruby to /v1/import: the same batch body as /v1/batch. Both
+# spellings are routes of their own, because a trailing-slash redirect costs a round trip and a client that does
+# not follow a POST's 307 would lose the batch.
+IMPORT_PATHS = ("/v1/import", "/v1/import/")
 router = APIRouter(tags=["segment"])
 
 
 @router.post("/v1/batch", summary="A batch of Segment messages.", openapi_extra=openapi.SEGMENT_BATCH)
 async def segment_batch(request: Request, state: StateDep) -> Response:
     return await handle(request, state, adapters.segment_batch)
+
+
+for _path in IMPORT_PATHS:
+    router.add_api_route(
+        _path,
+        segment_batch,
+        methods=["POST"],
+        summary="A batch of Segment messages (analytics-java, analytics-ruby).",
+        openapi_extra=openapi.segment_import(_path),
+        name="segment_import" + ("_slash" if _path.endswith("/") else ""),
+    )
 
 
 def _single_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[Response]]:

@@ -190,3 +190,17 @@ def test_batch_context_with_broken_text_is_a_payload_error() -> None:
     with pytest.raises(PayloadError) as err:
         segment_batch({"batch": [track()], "context": {"userAgent": "bad\udc80"}})
     assert err.value.field == "context"
+
+
+def test_posthog_identify_traits_from_properties_or_the_top_of_the_event() -> None:
+    """posthog-js and posthog-node send $set in properties; posthog-go sends it beside them."""
+    body = {
+        "api_key": "phc",
+        "batch": [
+            {"event": "$identify", "distinct_id": "u1", "properties": {"$set": {"plan": "pro"}}},
+            {"event": "$identify", "distinct_id": "u2", "$set": {"plan": "team"}, "properties": {}},
+            {"event": "$identify", "distinct_id": "u3", "$set": "not an object", "properties": {}},
+        ],
+    }
+    messages, _ = posthog_batch(body)
+    assert [m.get("traits") for m in messages] == [{"plan": "pro"}, {"plan": "team"}, None]
