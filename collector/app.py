@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from analytics_core.serving import BodyTimeout, relative_slash_redirects
 from analytics_core.settings import Settings
 from collector import openapi
-from collector.routes import ops, posthog, segment
+from collector.routes import amplitude, mixpanel, ops, posthog, segment, snowplow
 from collector.state import CollectorState
 
 log = logging.getLogger("collector")
@@ -56,5 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(segment.router)
     app.include_router(posthog.router)
+    app.include_router(mixpanel.router)
+    app.include_router(amplitude.router)
+    app.include_router(snowplow.router)
     app.include_router(ops.router)
     return app
