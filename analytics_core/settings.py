@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     collector_dedupe_window_s: int = Field(default=24 * 3600, ge=1)
     collector_kafka_timeout_s: float = Field(default=10.0, gt=0)
     collector_retry_after_s: int = Field(default=5, ge=1)
+    # Proxies (comma-separated addresses or networks, "*": any) whose X-Forwarded-For and X-Forwarded-Proto the
+    # collector believes: the client address then comes from X-Forwarded-For (country, failed-auth throttling).
+    # Default loopback: a proxy on the same host. Put the load balancer's addresses here; never "*" when clients
+    # can reach the collector directly, since any client could then claim any address.
+    collector_trusted_proxies: str = "127.0.0.1,::1"
     # Hardening of both HTTP services, the collector and the query API (analytics_core/serving.py, tenants/throttle.py):
     # a request head must arrive within http_head_timeout_s and be at most http_max_head_bytes (else 408 / 431
     # and the connection is closed), a body within http_body_timeout_s after its head (else 408). After

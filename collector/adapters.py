@@ -1,4 +1,4 @@
-"""Protocol adapters: Segment (/v1/batch, /v1/<type>) and PostHog (/batch/) bodies → Segment-shaped messages.
+"""Protocol adapters: Segment (/v1/batch, /v1/<type>) and PostHog (/batch/, /e/ …) bodies → Segment-shaped messages.
 
 Adapters only reshape; every rule about a message is checked later, so one bad message never fails a
 request. A message the adapter had to change is a shallow copy carrying private keys (below) that the
@@ -107,6 +107,31 @@ def posthog_batch(body: Any) -> tuple[list[Any], str | None]:
     return [_posthog_message(e, sent_at) if isinstance(e, dict) else e for e in batch], _key(body, "api_key")
 
 
+def posthog_capture(body: Any) -> tuple[list[Any], str | None]:
+    """Any capture body of a PostHog SDK (/e/, /i/v0/e/, /capture/, /track/, /batch/) → (messages, key or None).
+
+    The body is `{"batch": [...], "api_key"}`, a list of events, or one event; the key is the body's `api_key` or
+    `token`, else the first event's (`api_key`, `token`, or `properties.token`, where posthog-js puts it)."""
+    if isinstance(body, dict) and "batch" in body:
+        messages, key = posthog_batch(body)
+        return messages, key or _key(body, "token") or _event_token(body["batch"])
+    if isinstance(body, dict):
+        return [_posthog_message(body, None)], _key(body, "api_key") or _event_token([body])
+    if isinstance(body, list):
+        return [_posthog_message(e, None) if isinstance(e, dict) else e for e in body], _event_token(body)
+    raise PayloadError("body", "must be a JSON object (an event or a batch) or a list of events")
+
+
+def _event_token(events: list[Any]) -> str | None:
+    for event in events:
+        if isinstance(event, dict):
+            props = event.get("properties")
+            key = _key(event, "api_key") or _key(event, "token") or _key(_object(props), "token")
+            if key:
+                return key
+    return None
+
+
 def _posthog_message(event: dict[str, Any], sent_at: Any) -> dict[str, Any]:
     props = event.get("properties")
     p = props if isinstance(props, dict) else {}
@@ -118,11 +143,19 @@ def _posthog_message(event: dict[str, Any], sent_at: Any) -> dict[str, Any]:
     elif mtype == "screen":
         msg["name"] = p.get("$screen_name")
     elif mtype == "identify":
-        # posthog-js and posthog-node put $set in properties, posthog-go beside them at the top of the event.
-        traits = p.get("$set") if isinstance(p.get("$set"), dict) else event.get("$set")
-        if isinstance(traits, dict):
+        # posthog-js sends the person's properties as the event's own $set; other SDKs inside properties.
+        traits = {**_object(p.get("$set")), **_object(event.get("$set"))}
+        if traits:
             msg["traits"] = traits
-    for src, dst in (("distinct_id", "userId"), ("uuid", "messageId"), ("timestamp", "timestamp")):
+        if p.get("$anon_distinct_id") is not None:
+            msg["anonymousId"] = p["$anon_distinct_id"]
+    user = event.get("distinct_id")
+    if user is None:
+        user = p.get("distinct_id")  # posthog-js: the user is a property
+    if user is not None:
+        # posthog-js' id before identify() is the device's: Segment's anonymousId, as analytics.js has it.
+        msg["anonymousId" if p.get("$is_identified") is False and mtype != "identify" else "userId"] = user
+    for src, dst in (("uuid", "messageId"), ("timestamp", "timestamp")):
         if event.get(src) is not None:
             msg[dst] = event[src]
     if props is not None:
@@ -136,6 +169,10 @@ def _posthog_message(event: dict[str, Any], sent_at: Any) -> dict[str, Any]:
             msg[EXPERIMENT] = (key[len(_FEATURE_PREFIX) :], value)
             break
     return msg
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _posthog_context(p: dict[str, Any]) -> dict[str, Any]:

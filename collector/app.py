@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from analytics_core.serving import BodyTimeout, relative_slash_redirects
 from analytics_core.settings import Settings
 from collector import openapi
-from collector.routes import amplitude, mixpanel, ops, posthog, segment, snowplow
+from collector.cors import Cors
+from collector.routes import amplitude, browser, mixpanel, ops, posthog, segment, snowplow
 from collector.state import CollectorState
 
 log = logging.getLogger("collector")
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="analytics collector",
-        summary="Segment- and PostHog-compatible event ingestion into Kafka.",
+        summary="Segment- and PostHog-compatible event ingestion into Kafka, from servers and browsers.",
         lifespan=lifespan,
     )
     app.state.settings = settings  # collector/deps.py's SettingsDep
@@ -54,10 +55,19 @@ def create_app(settings: Settings) -> FastAPI:
         seconds=settings.http_body_timeout_s,
         on_timeout=lambda: app.state.collector.metrics.rejected.labels("408").inc(),
     )
+    # Outermost, so every answer gets its CORS headers, the 408 above included (collector/cors.py).
+    app.add_middleware(Cors, exempt=frozenset(_operational_paths(app)))
     app.include_router(segment.router)
     app.include_router(posthog.router)
+    app.include_router(browser.router)
     app.include_router(mixpanel.router)
     app.include_router(amplitude.router)
     app.include_router(snowplow.router)
     app.include_router(ops.router)
     return app
+
+
+def _operational_paths(app: FastAPI) -> list[str]:
+    """Paths no browser page sends to: health, metrics and the API docs (they get no CORS headers)."""
+    docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
+    return [path for path in docs if path] + [str(getattr(r, "path", "")) for r in ops.router.routes]

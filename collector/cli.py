@@ -17,11 +17,12 @@ def serve_collector(
     ] = None,
     log_level: Annotated[str, typer.Option(help="Log level; logs are JSON lines on stderr.")] = "info",
 ) -> None:
-    """Run the event collector (Segment /v1/*, PostHog /batch/, /healthz, /readyz, /metrics)."""
+    """Run the event collector (Segment, analytics.js and PostHog ingest, /healthz, /readyz, /metrics)."""
     import uvicorn
 
     from analytics_core.logs import log_config
     from analytics_core.serving import server_options
+    from collector.main import proxy_options
 
     settings = get_settings()
     uvicorn.run(
@@ -34,4 +35,5 @@ def serve_collector(
         log_config=log_config(log_level),
         access_log=False,
         **server_options(settings),  # head time and size limits, keep-alive (analytics_core/serving.py)
+        **proxy_options(settings),  # the client address behind a trusted proxy
     )

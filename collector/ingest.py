@@ -54,6 +54,14 @@ def key_from_basic_auth(header: str | None) -> str | None:
     return user or None
 
 
+def refused_origin(origin: str) -> str:
+    """The 403 message for a browser page whose origin the write key's tenant does not allow."""
+    return (
+        f"origin {origin} may not send events with this write key: add it to the tenant's allowed_origins "
+        "(analytics tenants set TENANT --allowed-origins ...)"
+    )
+
+
 def _users(messages: list[Any]) -> list[str]:
     """The user (userId, else anonymousId, as text) of each message that names one, for the rate limit."""
     users = []
@@ -66,9 +74,16 @@ def _users(messages: list[Any]) -> list[str]:
 
 
 async def prepare(
-    state: CollectorState, document: Any, adapter: Adapter, auth_header: str | None, peer_ip: str | None
+    state: CollectorState,
+    document: Any,
+    adapter: Adapter,
+    auth_header: str | None,
+    peer_ip: str | None,
+    origin: str | None = None,
 ) -> Prepared:
-    """Authenticate, rate-limit, validate, enrich and dedupe one decoded body (CPU and Redis; no Kafka)."""
+    """Authenticate, rate-limit, validate, enrich and dedupe one decoded body (CPU and Redis; no Kafka).
+
+    `origin` is the Origin header of a browser's request: the tenant must allow it (its allowed_origins)."""
     try:
         messages, body_key = adapter(document)
     except PayloadError as exc:
@@ -82,6 +97,8 @@ async def prepare(
         if blocked_for is not None:
             raise IngestError(429, state.auth_throttle.refusal(blocked_for, "write key"), blocked_for)
         raise IngestError(401, "unknown write key: check the key your SDK is configured with (keys are per tenant)")
+    if origin is not None and not tenant.settings.allows_origin(origin):
+        raise IngestError(403, refused_origin(origin))
     received_at = time.time_ns() // 1000
     bots = await _rate_limit(state, tenant, messages)
     ctx = RequestContext(

@@ -182,6 +182,11 @@ INGEST_RESPONSES: dict[str, dict[str, Any]] = {
         "No write key (Basic-auth user, writeKey or api_key), an unknown one, or an Authorization "
         "header that is not valid Basic auth.",
     ),
+    "403": _error(
+        403,
+        "A browser page's Origin that the write key's tenant does not allow (its allowed_origins, "
+        "docs/TENANTS.md): nothing is kept.",
+    ),
     "408": _error(
         408,
         "The body did not arrive whole within ANALYTICS_HTTP_BODY_TIMEOUT_S (30 s) of the request's head; "
@@ -234,22 +239,6 @@ SEGMENT_BATCH = ingest_operation(
     "SegmentBatch",
     "A batch of Segment messages (the analytics-* SDKs' /v1/batch).",
     {"batch": [SEGMENT_EXAMPLE_MESSAGE], "sentAt": "2026-01-15T10:00:01Z"},
-)
-POSTHOG_BATCH = ingest_operation(
-    "PostHogBatch",
-    "A PostHog capture batch (posthog-* SDKs).",
-    {
-        "batch": [
-            {
-                "event": "$pageview",
-                "distinct_id": "user-1",
-                "uuid": "0190f2a4-4f7e-7c1d-9a3b-2f6f1f3c5e01",
-                "timestamp": "2026-01-15T10:00:00Z",
-                "properties": {"$current_url": "https://shop.example/cart"},
-            }
-        ],
-        "sent_at": "2026-01-15T10:00:01Z",
-    },
 )
 
 

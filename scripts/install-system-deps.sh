@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system programs the local stack needs (Java 17+, Maven, redis-server) and the PostgreSQL
-# server the DuckLake PostgreSQL-catalog test starts (tests/postgres.py) when missing.
+# Installs the system programs the local stack needs (Java 17+, Maven, redis-server), the PostgreSQL
+# server the DuckLake PostgreSQL-catalog test starts (tests/postgres.py), and the browser and npm the browser-SDK
+# test uses (tests/integration/test_browser_sdks.py: Playwright drives Debian's chromium; npm fetches the SDKs)
+# when missing.
 # Debian/Ubuntu only; needs root or sudo. Does nothing when everything is already there.
 set -euo pipefail
 
@@ -17,6 +19,8 @@ has_postgres() {
   command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
 }
 has_postgres || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -32,6 +32,11 @@ EventsPerSecond = typer.Option("--events-per-second", min=1, help="The tenant's 
 UserEventsPerMinute = typer.Option(
     "--user-events-per-minute", min=1, help="Events a minute from one user above which the user is flagged as a bot."
 )
+AllowedOrigins = typer.Option(
+    "--allowed-origins",
+    help="Web pages whose browsers may send events, comma-separated origins (https://shop.example,"
+    'http://localhost:3000), or "*" for any; others get 403.',
+)
 JsonOut = typer.Option("--json", help="Print JSON for scripts instead of the human-readable output.")
 
 
@@ -78,8 +83,13 @@ def _describe(settings: TenantSettings) -> str:
     unknown = "accepted" if settings.allow_unknown_event_types else "rejected"
     return (
         f"unknown event types {unknown}, {settings.events_per_second_limit} events/s, "
-        f"bot above {settings.user_events_per_minute_limit} events/min per user"
+        f"bot above {settings.user_events_per_minute_limit} events/min per user, "
+        f"browsers from {_origins(settings)}"
     )
+
+
+def _origins(settings: TenantSettings) -> str:
+    return "any origin" if settings.allowed_origins == ("*",) else ", ".join(settings.allowed_origins)
 
 
 @app.command()
@@ -90,6 +100,7 @@ def create(
     allow_unknown_event_types: Annotated[bool, AllowUnknown] = _DEFAULTS.allow_unknown_event_types,
     events_per_second: Annotated[int, EventsPerSecond] = _DEFAULTS.events_per_second_limit,
     user_events_per_minute: Annotated[int, UserEventsPerMinute] = _DEFAULTS.user_events_per_minute_limit,
+    allowed_origins: Annotated[str, AllowedOrigins] = ",".join(_DEFAULTS.allowed_origins),
     write_key: Annotated[str | None, typer.Option(help="Use this write key (8+ URL-safe characters).")] = None,
     read_key: Annotated[str | None, typer.Option(help="Use this read key (8+ URL-safe characters).")] = None,
     if_missing: Annotated[
@@ -113,6 +124,7 @@ def create(
             allow_unknown_event_types=allow_unknown_event_types,
             events_per_second_limit=events_per_second,
             user_events_per_minute_limit=user_events_per_minute,
+            allowed_origins=allowed_origins,
         )
     if as_json:
         keys = {"tenant_id": created.tenant_id, "write_key": created.write_key, "read_key": created.read_key}
@@ -134,7 +146,9 @@ def list_tenants(ctx: typer.Context, as_json: Annotated[bool, JsonOut] = False) 
     if not tenants:
         Console().print("no tenants yet: `analytics tenants create NAME` adds one", markup=False)
         return
-    table = Table("tenant id", "name", "unknown event types", "events/s", "bot above events/min", "created")
+    table = Table(
+        "tenant id", "name", "unknown event types", "events/s", "bot above events/min", "browser origins", "created"
+    )
     for t in tenants:
         s = t.settings
         unknown = "accept" if s.allow_unknown_event_types else "reject"
@@ -144,6 +158,7 @@ def list_tenants(ctx: typer.Context, as_json: Annotated[bool, JsonOut] = False) 
             unknown,
             str(s.events_per_second_limit),
             str(s.user_events_per_minute_limit),
+            _origins(s),
             t.created_at[:16].replace("T", " "),  # minutes are enough to tell tenants apart; full value in --json
         )
     Console().print(table)
@@ -177,12 +192,14 @@ def set_settings(
     allow_unknown_event_types: Annotated[bool | None, AllowUnknown] = None,
     events_per_second: Annotated[int | None, EventsPerSecond] = None,
     user_events_per_minute: Annotated[int | None, UserEventsPerMinute] = None,
+    allowed_origins: Annotated[str | None, AllowedOrigins] = None,
 ) -> None:
     """Change a tenant's settings; the collector applies them within seconds."""
     given = {
         "allow_unknown_event_types": allow_unknown_event_types,
         "events_per_second_limit": events_per_second,
         "user_events_per_minute_limit": user_events_per_minute,
+        "allowed_origins": allowed_origins,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     with _clear_errors():

@@ -8,6 +8,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 NAME_MAX_CHARS = 64
 KEY_MIN_CHARS = 8
@@ -15,6 +16,8 @@ KEY_MAX_CHARS = 256
 # URL-unreserved characters only: SDKs send the write key as the Basic-auth user name (where a ':' would
 # end it) or in a JSON body, and token_urlsafe never produces anything else.
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
+ANY_ORIGIN = "*"
+_HOST = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 
 
 class TenantError(ValueError):
@@ -37,6 +40,8 @@ class TenantSettings:
     events_per_second_limit: int = 10_000
     # Above this many events a minute from one user_id, the collector flags the user as a bot.
     user_events_per_minute_limit: int = 600
+    # Web pages (origins, scheme://host[:port]) whose browsers may send events; "*": any (write keys are public).
+    allowed_origins: tuple[str, ...] = (ANY_ORIGIN,)
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow_unknown_event_types, bool):
@@ -48,6 +53,11 @@ class TenantSettings:
             # bool is an int subclass; True as a limit is a caller's mistake, not "1".
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TenantError(f"{name} must be a positive integer, got {value!r}")
+        object.__setattr__(self, "allowed_origins", normalise_origins(self.allowed_origins))
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser page of `origin` (its Origin header) may send events with the tenant's write key."""
+        return self.allowed_origins == (ANY_ORIGIN,) or origin.lower() in self.allowed_origins
 
     def with_changes(self, **changes: Any) -> TenantSettings:
         """A copy with the named settings changed; unknown names are refused."""
@@ -102,6 +112,42 @@ def normalise_name(name: str) -> tuple[str, str]:
     if not tenant_id:
         raise TenantError(f"tenant name {name!r} has no letters or digits to build an id from")
     return name, tenant_id
+
+
+def normalise_origins(origins: Any) -> tuple[str, ...]:
+    """Origins as the tenant setting keeps them: "*" alone, or distinct lower-case scheme://host[:port] values.
+
+    Text is split at commas ("https://a.example, https://b.example"), as the CLI takes it."""
+    if isinstance(origins, str):
+        origins = origins.split(",")
+    if not isinstance(origins, list | tuple) or not all(isinstance(o, str) for o in origins):
+        raise TenantError(f"allowed_origins must be a list of origins, got {origins!r}")
+    out = tuple(dict.fromkeys(_origin(o) for o in origins if o.strip()))
+    if not out:
+        raise TenantError('allowed_origins must name at least one origin, or "*" for any')
+    if ANY_ORIGIN in out and len(out) > 1:
+        raise TenantError('allowed_origins: "*" allows every origin, so give it alone')
+    return out
+
+
+def _origin(text: str) -> str:
+    """One origin as a browser sends it in its Origin header: https://shop.example, http://localhost:3000."""
+    text = text.strip().lower()
+    if text == ANY_ORIGIN:
+        return text
+    rule = 'must be "*" or scheme://host[:port] (http or https, no path), e.g. https://shop.example'
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise TenantError(f"allowed origin {text!r} {rule}") from None
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host) or parts.path not in ("", "/"):
+        raise TenantError(f"allowed origin {text!r} {rule}")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise TenantError(f"allowed origin {text!r} {rule}")
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 def hash_key(key: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -35,12 +35,16 @@ CREATE TABLE IF NOT EXISTS tenants (
     events_per_second_limit INTEGER NOT NULL,
     user_events_per_minute_limit INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    allowed_origins TEXT NOT NULL DEFAULT '*'
 ) STRICT
 """
-_COLUMNS = (
-    "tenant_id, name, allow_unknown_event_types, events_per_second_limit, user_events_per_minute_limit, created_at"
-)
+# Settings added after the first release, with the column each is kept in: a file created before them gets the
+# column (and its default) when a store first opens it.
+_ADDED_COLUMNS = {"allowed_origins": "allowed_origins TEXT NOT NULL DEFAULT '*'"}
+_SETTINGS = tuple(f.name for f in fields(TenantSettings))
+_COLUMNS = f"tenant_id, name, {', '.join(_SETTINGS)}, created_at"
+_INSERTED = f"tenant_id, name, write_key_sha256, read_key_sha256, {', '.join(_SETTINGS)}, created_at, updated_at"
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,17 @@ def _unknown(tenant_id: str) -> UnknownTenantError:
 
 
 def _tenant(row: tuple[Any, ...]) -> Tenant:
-    tenant_id, name, allow_unknown, eps, upm, created_at = row
-    return Tenant(tenant_id, name, TenantSettings(bool(allow_unknown), eps, upm), created_at)
+    """A row of _COLUMNS as a Tenant: SQLite's 0/1 as a bool, comma-separated origins as a tuple."""
+    tenant_id, name, *values, created_at = row
+    settings = dict(zip(_SETTINGS, values, strict=True))
+    settings["allow_unknown_event_types"] = bool(settings["allow_unknown_event_types"])
+    settings["allowed_origins"] = tuple(settings["allowed_origins"].split(","))
+    return Tenant(tenant_id, name, TenantSettings(**settings), created_at)
+
+
+def _stored(settings: TenantSettings) -> tuple[Any, ...]:
+    """The settings as their columns hold them (in _SETTINGS order): origins as comma-separated text."""
+    return tuple(",".join(v) if isinstance(v, tuple) else v for v in astuple(settings))
 
 
 class TenantStore:
@@ -74,6 +87,19 @@ class TenantStore:
             # WAL is a property of the file: readers (collector, API) never block on the CLI's writes.
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        with self._connect() as con:
+            if not set(_ADDED_COLUMNS) - self._column_names(con):
+                return
+        with self._write() as con:  # re-read under the write lock: another process may have added them meanwhile
+            for name in _ADDED_COLUMNS.keys() - self._column_names(con):
+                con.execute(f"ALTER TABLE tenants ADD COLUMN {_ADDED_COLUMNS[name]}")
+
+    @staticmethod
+    def _column_names(con: sqlite3.Connection) -> set[str]:
+        return {row[1] for row in con.execute("PRAGMA table_info(tenants)")}
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -114,10 +140,8 @@ class TenantStore:
                 query = "SELECT 1 FROM tenants WHERE write_key_sha256 = ? OR read_key_sha256 = ?"
                 if con.execute(query, (digest, digest)).fetchone():
                     raise DuplicateTenantError(f"the given {which} key is already in use by another tenant")
-            con.execute(
-                "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (tenant_id, name, write_hash, read_hash, *asdict(tenant_settings).values(), now, now),
-            )
+            values = (tenant_id, name, write_hash, read_hash, *_stored(tenant_settings), now, now)
+            con.execute(f"INSERT INTO tenants ({_INSERTED}) VALUES ({', '.join('?' * len(values))})", values)
         return CreatedTenant(tenant_id, name, write_key, read_key, tenant_settings)
 
     def _one(self, where: str, value: str, con: sqlite3.Connection | None = None) -> Tenant | None:
@@ -176,9 +200,9 @@ class TenantStore:
             if tenant is None:
                 raise _unknown(tenant_id)
             new = tenant.settings.with_changes(**changes)
-            assignments = ", ".join(f"{name} = ?" for name in asdict(new))
+            assignments = ", ".join(f"{name} = ?" for name in _SETTINGS)
             query = f"UPDATE tenants SET {assignments}, updated_at = ? WHERE tenant_id = ?"
-            con.execute(query, (*asdict(new).values(), _now(), tenant_id))
+            con.execute(query, (*_stored(new), _now(), tenant_id))
         return Tenant(tenant.tenant_id, tenant.name, new, tenant.created_at)
 
     def delete(self, tenant_id: str) -> None:

@@ -216,7 +216,8 @@ class BatchAnswers(Answers):
 
     def decode(self, body: bytes, request: Request) -> AmplitudeBody:
         document = parse_json(body)
-        if isinstance(document, dict) and "events" not in document:
+        # PostHog's batches have `batch`; everything else is Amplitude's to answer (a missing `events` is a 400).
+        if isinstance(document, dict) and "batch" in document and "events" not in document:
             raise NotAmplitude
         self.body = AmplitudeBody(document, len(body), request.headers.get("user-agent"))
         return self.body

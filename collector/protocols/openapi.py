@@ -149,6 +149,15 @@ _AMPLITUDE_ERROR = {
     },
 }
 _POSTHOG_OK = {"type": "object", "required": ["code", "status"], "properties": {"code": {"const": 200}}}
+# What /batch hands on to PostHog's /batch/: an object with `batch` and without `events`.
+_POSTHOG_BATCH_BODY = {
+    "type": "object",
+    "required": ["batch"],
+    "not": {"required": ["events"]},
+    "properties": {
+        "batch": {"type": "array", "items": _ANY, "description": "PostHog events; answered 307 to /batch/."}
+    },
+}
 _AMPLITUDE_NOTES = (
     " Answers as Amplitude does, for its SDKs' retries: 200 also when some events were dead-lettered; 400 for a "
     "body that cannot be read or a missing/unknown api_key (then the SDKs drop the events); 413 (they split the "
@@ -159,8 +168,8 @@ _AMPLITUDE_NOTES = (
 def amplitude(path: str) -> dict[str, Any]:
     if path == "/batch":
         description = (
-            "Amplitude's Batch API. A JSON object without `events` is PostHog's: it is answered 307 to /batch/ "
-            "(PostHog's capture batch), so the answer is then PostHog's."
+            "Amplitude's Batch API. A JSON object with `batch` and without `events` is PostHog's: it is answered 307 "
+            "to /batch/ (PostHog's capture batch), so the answer is then PostHog's."
         )
         ok = _json("Taken in (Amplitude), or PostHog's answer.", {"anyOf": [_AMPLITUDE_OK, _POSTHOG_OK]})
     else:
@@ -169,7 +178,10 @@ def amplitude(path: str) -> dict[str, Any]:
     errors["400"]["description"] += " Also a missing api_key (missing_field) or an unknown one ('Invalid API key: …')."
     if path != "/batch":  # Amplitude answers keys with 400; only PostHog's /batch/, behind the redirect, says 401
         del errors["401"]
-    return _operation(description + _AMPLITUDE_NOTES, {"200": ok} | errors, _body(_AMPLITUDE_BODY))
+    body = _body(_AMPLITUDE_BODY)
+    if path == "/batch":  # or PostHog's batch, which the 307 sends on to /batch/
+        body["schema"] = {"anyOf": [body["schema"], _POSTHOG_BATCH_BODY]}
+    return _operation(description + _AMPLITUDE_NOTES, {"200": ok} | errors, body)
 
 
 # --- Snowplow -------------------------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""The collector's routes, one APIRouter per resource: Segment, PostHog and operations."""
+"""The collector's routes, one APIRouter per resource: Segment, PostHog, browsers (analytics.js) and operations."""

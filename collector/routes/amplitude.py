@@ -1,8 +1,8 @@
 """Amplitude's HTTP V2 API (/2/httpapi) and Batch API (/batch).
 
 /batch is PostHog's /batch/ without its slash, which used to answer 307 to /batch/ (analytics_core/serving.py's
-relative_slash_redirects): a body without `events` (PostHog's has `batch`) still gets that 307, so PostHog
-clients see no change, and /batch/ itself is PostHog's route alone (collector/routes/posthog.py).
+relative_slash_redirects): a body with `batch` and without `events` (PostHog's) still gets that 307, so
+PostHog clients see no change, and /batch/ itself is PostHog's route alone (collector/routes/posthog.py).
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ async def handle(request: Request, state: CollectorState, adapter: Adapter, wire
             request.stream(), request.headers.get("content-encoding"), state.settings.collector_max_batch_bytes
         )
         document = wire.decode(body, request)
-        prepared = await prepare(state, document, adapter, request.headers.get("authorization"), peer)
+        headers = request.headers
+        prepared = await prepare(state, document, adapter, headers.get("authorization"), peer, headers.get("origin"))
         await produce(state, prepared)
     except BodyError as exc:
         return _error(state, wire, exc.status, str(exc))

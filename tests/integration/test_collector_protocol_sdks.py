@@ -364,7 +364,7 @@ def test_wire_encodings_and_answers(collector: Collector) -> None:
     body = {"schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4", "data": [{"aid": "x"}]}
     answer = httpx.post(f"{url}/com.snowplowanalytics.snowplow/tp2", json=body)
     assert answer.status_code == 401 and "unknown write key" in answer.text
-    # /batch without `events` is PostHog's, answered at /batch/ as before.
+    # /batch with `batch` and without `events` is PostHog's, answered at /batch/ as before.
     posthog = {"api_key": collector.key, "batch": [{"event": "e", "distinct_id": "u", "properties": {"run": run}}]}
     answer = httpx.post(f"{url}/batch?x=1", json=posthog)
     assert (answer.status_code, answer.headers["location"]) == (307, "/batch/?x=1")

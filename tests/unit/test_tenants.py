@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -255,3 +256,80 @@ def test_create_if_missing_is_idempotent(tmp_path: Path) -> None:
     assert "exists already" in second.output
     assert TenantStore(tmp_path / "t.sqlite").by_write_key("tenant_1") is not None
     assert CliRunner().invoke(tenants_app, args[:-1]).exit_code == 2  # without the flag: refused
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("*", ("*",)),
+        (["https://Shop.Example:443/"], ("https://shop.example",)),  # as browsers send Origin: no default port
+        ("http://localhost:3000, https://shop.example,", ("http://localhost:3000", "https://shop.example")),
+        (("http://[::1]:8080", "http://[::1]:8080"), ("http://[::1]:8080",)),
+    ],
+)
+def test_allowed_origins_are_kept_as_browsers_send_them(given: object, kept: tuple[str, ...]) -> None:
+    assert TenantSettings(allowed_origins=given).allowed_origins == kept
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("ftp://shop.example", "scheme://host"),
+        ("https://shop.example/cart", "no path"),
+        ("shop.example", "scheme://host"),
+        ("https://user@shop.example", "scheme://host"),
+        ("https://shop.example:99999", "scheme://host"),
+        ("*, https://shop.example", "give it alone"),
+        (" , ", "at least one origin"),
+        (5, "list of origins"),
+    ],
+)
+def test_bad_allowed_origins_are_refused_clearly(given: object, message: str) -> None:
+    with pytest.raises(TenantError, match=re.escape(message)):
+        TenantSettings(allowed_origins=given)
+
+
+def test_allowed_origins_decide_which_pages_may_send() -> None:
+    assert TenantSettings().allows_origin("https://anything.example")  # write keys are public: any by default
+    shop = TenantSettings(allowed_origins="https://shop.example")
+    assert shop.allows_origin("https://shop.example") and shop.allows_origin("HTTPS://SHOP.EXAMPLE")
+    assert not shop.allows_origin("https://shop.example.evil.example")
+    assert not shop.allows_origin("http://shop.example") and not shop.allows_origin("null")
+
+
+def test_allowed_origins_are_stored_and_a_file_from_before_them_gets_the_default(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    old = sqlite3.connect(db)
+    old.execute(
+        "CREATE TABLE tenants (tenant_id TEXT PRIMARY KEY, name TEXT NOT NULL, write_key_sha256 TEXT NOT NULL UNIQUE, "
+        "read_key_sha256 TEXT NOT NULL UNIQUE, allow_unknown_event_types INTEGER NOT NULL, events_per_second_limit "
+        "INTEGER NOT NULL, user_events_per_minute_limit INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT "
+        "NOT NULL) STRICT"
+    )
+    old.execute("INSERT INTO tenants VALUES ('old', 'Old', 'w', 'r', 1, 5, 6, '2025-01-01', '2025-01-01')")
+    old.commit()
+    old.close()
+    store, again = TenantStore(db), TenantStore(db)  # the second open finds the column there
+    assert store.get("old") == again.get("old")
+    tenant = store.get("old")
+    assert tenant is not None and tenant.settings == TenantSettings(True, 5, 6, ("*",))
+    updated = store.update_settings("old", allowed_origins="https://old.example")
+    assert updated.settings.allowed_origins == ("https://old.example",) and store.get("old") == updated
+    created = store.create("New", allowed_origins=["https://a.example", "https://b.example"])
+    found = KeyCache(store).tenant_for_write_key(created.write_key)
+    assert found is not None and found.settings.allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_cli_sets_and_lists_allowed_origins(db: Path) -> None:
+    code, out, _ = invoke(db, "create", "Acme", "--json", "--allowed-origins", "https://shop.example")
+    assert code == 0
+    tenant = TenantStore(db).by_write_key(json.loads(out)["write_key"])
+    assert tenant is not None and tenant.settings.allowed_origins == ("https://shop.example",)
+    code, out, _ = invoke(db, "set", "acme", "--allowed-origins", "https://shop.example,http://localhost:3000")
+    assert code == 0 and "browsers from https://shop.example, http://localhost:3000" in out
+    code, out, _ = invoke(db, "list", "--json")
+    assert json.loads(out)[0]["settings"]["allowed_origins"] == ["https://shop.example", "http://localhost:3000"]
+    code, out, _ = invoke(db, "set", "acme", "--allowed-origins", "*")
+    assert code == 0 and "browsers from any origin" in out
+    code, _, err = invoke(db, "set", "acme", "--allowed-origins", "https://shop.example/path")
+    assert code == 2 and "no path" in err
