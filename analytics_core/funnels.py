@@ -55,6 +55,8 @@ def parse_duration(value: object) -> int:
         raise ValueError("must be a duration such as 30m, 24h or 7d")
     if isinstance(value, int):
         seconds = value
+    elif isinstance(value, float) and value.is_integer():  # JSON's 600.0 is an integer to a JSON Schema too
+        seconds = int(value)
     else:
         match = _DURATION.match(str(value))
         if not match:

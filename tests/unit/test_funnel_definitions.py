@@ -61,13 +61,13 @@ def test_the_projects_definitions_load() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86_400), (" 7d ", 604_800), (3600, 3600)]
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86_400), (" 7d ", 604_800), (3600, 3600), (493.0, 493)]
 )
 def test_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["0s", "91d", "1w", "1.5h", "", True, -5])
+@pytest.mark.parametrize("text", ["0s", "91d", "1w", "1.5h", "", True, -5, 493.5, 0.0])
 def test_bad_durations(text: str | int) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
