@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics_core.catalogue import get_catalogue
+from analytics_core.docs_pages import install_docs
 from analytics_core.serving import invalid_json, relative_slash_redirects, undecodable_json
 from analytics_core.settings import Settings
 from api.openapi import describe
@@ -50,8 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
             title="analytics query API",
             summary="Metrics from the warehouse rollups merged with the realtime layer; live numbers over SSE.",
             lifespan=lifespan,
+            docs_url=None,  # /docs from the vendored Swagger UI (install_docs), not FastAPI's CDN
+            redoc_url=None,
         )
     )
+    install_docs(app)
 
     app.add_middleware(BodyLimit, limit=MAX_QUERY_BODY_BYTES)
     app.add_middleware(RequestMetrics)

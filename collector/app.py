@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from analytics_core.docs_pages import DOCS_PATH, install_docs
 from analytics_core.serving import BodyTimeout, relative_slash_redirects
 from analytics_core.settings import Settings
 from collector import openapi
@@ -46,7 +47,10 @@ def create_app(settings: Settings) -> FastAPI:
         title="analytics collector",
         summary="Segment- and PostHog-compatible event ingestion into Kafka, from servers and browsers.",
         lifespan=lifespan,
+        docs_url=None,  # /docs from the vendored Swagger UI (install_docs), not FastAPI's CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings  # collector/deps.py's SettingsDep
     relative_slash_redirects(app)
     openapi.install(app)
@@ -69,5 +73,5 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _operational_paths(app: FastAPI) -> list[str]:
     """Paths no browser page sends to: health, metrics and the API docs (they get no CORS headers)."""
-    docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
+    docs = [app.openapi_url, DOCS_PATH]  # the docs' assets are under /docs/assets, a mount of their own
     return [path for path in docs if path] + [str(getattr(r, "path", "")) for r in ops.router.routes]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from analytics_core.docs_pages import install_docs
 from analytics_core.registry.compatibility import SCHEMA_TYPES
 from analytics_core.registry.service import Registry, RegistryError
 from analytics_core.schema_topic import SchemaVersion, TopicSchemaStore
@@ -67,7 +68,14 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         store.close()
 
-    app = FastAPI(title="analytics schema registry", default_response_class=RegistryJSON, lifespan=lifespan)
+    app = FastAPI(
+        title="analytics schema registry",
+        default_response_class=RegistryJSON,
+        lifespan=lifespan,
+        docs_url=None,  # /docs from the vendored Swagger UI (install_docs), not FastAPI's CDN
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.registry = registry
 
     @app.exception_handler(RegistryError)
