@@ -14,7 +14,7 @@ help:
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
 	@echo "make lint       ruff, ruff format --check, mypy, import contracts (lint-imports), sqlfluff, the stats bundle"
 	@echo "make stats-bundle  regenerate dbt_project/functions/experiment_analyze.py (BigQuery's experiment statistics)"
-	@echo "make down       stop the API, realtime consumer, collector and the local Kafka and Redis"
+	@echo "make down       stop the demo's services (traffic, Dagster, API, loader, realtime, collector) and Kafka and Redis"
 
 GBSTATS := gbstats==0.8.0
 
@@ -35,33 +35,45 @@ system-deps:
 stack: venv system-deps
 	$(BIN)/analytics stack up
 
+# `make demo` starts collector, realtime, api, dagster and traffic (scripts/service.sh); the warehouse is
+# loaded by Dagster's minute job (raw_events, then the rollups): a loader running beside it would make its
+# dbt models lose commits to the SQLite catalog's lock (docs/ORCHESTRATION.md). `make down` stops them all.
+DEMO_DAYS ?= 30
+# One seed per history length: the generator's event ids follow from the seed, and two histories of one
+# seed would send the same ids with other times (the staging keeps the first copy of an id).
+DEMO_SEED = $(shell echo $$((1000 + $(DEMO_DAYS))))
+
 down: venv
-	@for s in api realtime collector; do bash scripts/service.sh stop $$s; done
+	@for s in traffic dagster api loader realtime collector; do bash scripts/service.sh stop $$s; done
 	$(BIN)/analytics stack down
 
 demo: stack
 	@for t in 1 2 3; do \
 	  $(BIN)/analytics tenants create tenant_$$t --write-key tenant_$$t --read-key demo_read_tenant_$$t --if-missing; \
 	done
-	$(BIN)/analytics generate --to kafka --days 3 --events-per-day 20000 --seed 7
+	@# History once per machine (a second `make demo` finds it in Kafka and the warehouse already).
+	@if [ ! -f .state/demo/history-$(DEMO_SEED)-$(DEMO_DAYS)d ]; then \
+	  echo "backfilling $(DEMO_DAYS) days of history into tracking.events"; \
+	  $(BIN)/analytics generate --to kafka --days $(DEMO_DAYS) --events-per-day 20000 --seed $(DEMO_SEED) && \
+	  mkdir -p .state/demo && touch .state/demo/history-$(DEMO_SEED)-$(DEMO_DAYS)d; \
+	fi
 	@bash scripts/service.sh start collector
 	@bash scripts/service.sh start realtime
-	@# A new seed per run: the same seed again within the collector's 24 h dedupe window would send the
-	@# same message ids, and the collector would (rightly) drop them all as resends.
-	$(BIN)/analytics generate --to http://127.0.0.1:8080 --rate 200 --duration 30 --seed $$(date +%s)
 	$(BIN)/analytics loader --idle-exit 5
 	$(BIN)/analytics dbt build --exclude-resource-type unit_test
 	@bash scripts/service.sh start api
+	@bash scripts/service.sh start dagster
+	@bash scripts/service.sh start traffic
 	@echo
 	@$(BIN)/analytics stack status
-	@echo "collector: http://127.0.0.1:8080 (Segment /v1/batch, PostHog /batch/; API docs at /docs), log in .state/logs/collector.log"
-	@echo "tenants tenant_1..3: write key = tenant id; events on tracking.events, dead letters on tracking.events_dlq;"
-	@echo "warehouse (DuckLake: SQLite catalog + Parquet) in .state/warehouse, raw_events loaded exactly once,"
-	@echo "rolled up by dbt into fct_metrics_minute/hour/day (analytics dbt build; make dagster for the UI and schedules);"
-	@echo "realtime consumer keeps live counters in Redis (log .state/logs/realtime.log);"
-	@echo "query API: http://127.0.0.1:8000/docs  (read key of tenant_1: demo_read_tenant_1), e.g."
+	@echo "collector:  http://127.0.0.1:8080 (Segment, PostHog, Mixpanel, Amplitude, Snowplow; docs at /docs), log .state/logs/collector.log"
+	@echo "query API:  http://127.0.0.1:8000/docs  (read key of tenant_1: demo_read_tenant_1), e.g."
 	@echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:8000/api/v1/live"
-	@echo "ground truth of each generator run in .state/truth/<seed>.json. Everything keeps running: make down stops it."
+	@echo "Dagster UI: http://127.0.0.1:$$($(BIN)/python -c 'from analytics_core.settings import get_settings; print(get_settings().dagster_port)') (minute and hourly rollup schedules on)"
+	@echo "tenants tenant_1..3: write key = tenant id, read key = demo_read_<tenant id>; events on tracking.events,"
+	@echo "dead letters on tracking.events_dlq; warehouse (DuckLake) in .state/warehouse, loaded and rolled up every minute by Dagster;"
+	@echo "live traffic from the generator keeps flowing ($${DEMO_RATE:-20} events/s, log .state/logs/traffic.log)."
+	@echo "Everything keeps running: make down stops it all."
 
 lint: venv
 	$(BIN)/ruff check .

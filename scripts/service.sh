@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
-# Runs one of the long-running services in the background for `make demo` (start) and stops it for
-# `make down` (stop): collector, realtime (consumer), api. Its pid is in .state/pids/<name>.pid and
-# its JSON log in .state/logs/<name>.log.
+# Runs one of the long-running services of `make demo` in the background (start) and stops it for
+# `make down` (stop): collector, realtime (consumer), loader (continuous), api, dagster (webserver and
+# daemon, `dagster dev`, whose minute job also loads the warehouse), traffic (live events from the
+# generator into the collector). Each runs in a
+# session of its own, so stop ends it with everything it started: SIGTERM to the group, then SIGKILL
+# after 30 s. Its pid is in .state/pids/<name>.pid and its log in .state/logs/<name>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { echo "usage: $0 start|stop collector|realtime|api" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop collector|realtime|loader|api|dagster|traffic" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 action=$1 name=$2
 state=${ANALYTICS_STATE_DIR:-.state}
 pid_file="$state/pids/$name.pid"
 log_file="$state/logs/$name.log"
+setting() { .venv/bin/python -c "from analytics_core.settings import get_settings; print(get_settings().$1)"; }
+pattern="analytics"
 case "$name" in
-  collector) port=${ANALYTICS_COLLECTOR_PORT:-8080}; cmd=(collector --port "$port"); ready="http://127.0.0.1:$port/readyz" ;;
-  api) port=${ANALYTICS_API_PORT:-8000}; cmd=(api --port "$port"); ready="http://127.0.0.1:$port/healthz" ;;
-  realtime) cmd=(realtime); ready="" ;;
+  collector) port=$(setting collector_port); cmd=(.venv/bin/analytics collector --port "$port"); ready="http://127.0.0.1:$port/readyz" ;;
+  api) port=$(setting api_port); cmd=(.venv/bin/analytics api --port "$port"); ready="http://127.0.0.1:$port/healthz" ;;
+  realtime) cmd=(.venv/bin/analytics realtime); ready="" ;;
+  loader) cmd=(.venv/bin/analytics loader); ready="" ;;
+  traffic)
+    collector="http://127.0.0.1:$(setting collector_port)"
+    # A new seed per start: the same seed again within the collector's 24 h dedupe window would send the
+    # same message ids, and the collector would (rightly) drop them all as resends.
+    cmd=(.venv/bin/analytics generate --to "$collector" --rate "${DEMO_RATE:-20}" --duration 31536000
+         --seed "$(date +%s)" --no-progress)
+    ready="" ;;
+  dagster)
+    port=$(setting dagster_port)
+    mkdir -p "$state/dagster" && ln -sfn "$(pwd)/dagster.yaml" "$state/dagster/dagster.yaml"
+    export DAGSTER_HOME="$(pwd)/$state/dagster"
+    cmd=(.venv/bin/dagster dev -m orchestration.definitions -h 127.0.0.1 -p "$port")
+    pattern="dagster"
+    ready="http://127.0.0.1:$port/server_info" ;;
   *) usage ;;
 esac
 
-running() { [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null && grep -q "analytics" "/proc/$(cat "$pid_file")/cmdline"; }
+running() { [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null && grep -q "$pattern" "/proc/$(cat "$pid_file")/cmdline"; }
+group_alive() { pgrep -g "$1" >/dev/null 2>&1; }
 
 case "$action" in
   start)
     if running; then echo "$name already running (pid $(cat "$pid_file"))"; exit 0; fi
     mkdir -p "$(dirname "$pid_file")" "$(dirname "$log_file")"
-    nohup .venv/bin/analytics "${cmd[@]}" >>"$log_file" 2>&1 &
+    setsid nohup "${cmd[@]}" >>"$log_file" 2>&1 < /dev/null &
     echo $! >"$pid_file"
-    for _ in $(seq 1 120); do
+    for _ in $(seq 1 240); do
       if [[ -z $ready ]] && sleep 1 && running; then echo "$name running (pid $(cat "$pid_file")), log $log_file"; exit 0; fi
       if [[ -n $ready ]] && curl -fsS "$ready" >/dev/null 2>&1; then
         echo "$name running (pid $(cat "$pid_file")) on ${ready%/*}, log $log_file"; exit 0
@@ -33,9 +54,17 @@ case "$action" in
       running || { echo "$name exited; last log lines:" >&2; tail -n 20 "$log_file" >&2; exit 1; }
       sleep 0.5
     done
-    echo "$name not ready after 60 s; see $log_file" >&2; exit 1 ;;
+    echo "$name not ready after 2 minutes; see $log_file" >&2; exit 1 ;;
   stop)
-    if running; then kill "$(cat "$pid_file")"; echo "$name stopped"; fi
-    rm -f "$pid_file" ;;
+    if [[ -f $pid_file ]]; then
+      pid=$(cat "$pid_file")
+      # The pid leads its own process group (setsid): signal the group, children included.
+      if group_alive "$pid"; then
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        for _ in $(seq 1 60); do group_alive "$pid" || break; sleep 0.5; done
+        if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; echo "$name killed after 30 s"; else echo "$name stopped"; fi
+      fi
+      rm -f "$pid_file"
+    fi ;;
   *) usage ;;
 esac
