@@ -2,9 +2,9 @@
 # Runs one of the long-running services of `make demo` in the background (start) and stops it for
 # `make down` (stop): collector, realtime (consumer), loader (continuous), api, dagster (webserver and
 # daemon, `dagster dev`, whose minute job also loads the warehouse), traffic (live events from the
-# generator into the collector). Each runs in a
-# session of its own, so stop ends it with everything it started: SIGTERM to the group, then SIGKILL
-# after 30 s. Its pid is in .state/pids/<name>.pid and its log in .state/logs/<name>.log.
+# generator into the collector). Each runs in a session of its own, so stop ends it with everything it
+# started: SIGTERM (dagster: SIGINT) to the leader, after 30 s SIGTERM to the group, then SIGKILL.
+# Its pid is in .state/pids/<name>.pid and its log in .state/logs/<name>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() { echo "usage: $0 start|stop collector|realtime|loader|api|dagster|traffic" >&2; exit 2; }
@@ -15,6 +15,11 @@ pid_file="$state/pids/$name.pid"
 log_file="$state/logs/$name.log"
 setting() { .venv/bin/python -c "from analytics_core.settings import get_settings; print(get_settings().$1)"; }
 pattern="analytics"
+signal=TERM
+reset_signals='import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])'
 case "$name" in
   collector) port=$(setting collector_port); cmd=(.venv/bin/analytics collector --port "$port"); ready="http://127.0.0.1:$port/readyz" ;;
   api) port=$(setting api_port); cmd=(.venv/bin/analytics api --port "$port"); ready="http://127.0.0.1:$port/healthz" ;;
@@ -33,18 +38,22 @@ case "$name" in
     export DAGSTER_HOME="$(pwd)/$state/dagster"
     cmd=(.venv/bin/dagster dev -m orchestration.definitions -h 127.0.0.1 -p "$port")
     pattern="dagster"
+    signal=INT
     ready="http://127.0.0.1:$port/server_info" ;;
   *) usage ;;
 esac
 
 running() { [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null && grep -q "$pattern" "/proc/$(cat "$pid_file")/cmdline"; }
-group_alive() { pgrep -g "$1" >/dev/null 2>&1; }
+# A process of the group that is not a zombie (one whose parent has not reaped it yet is gone already).
+group_alive() { ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'; }
 
 case "$action" in
   start)
     if running; then echo "$name already running (pid $(cat "$pid_file"))"; exit 0; fi
     mkdir -p "$(dirname "$pid_file")" "$(dirname "$log_file")"
-    setsid nohup "${cmd[@]}" >>"$log_file" 2>&1 < /dev/null &
+    # Signals the caller ignores (a background job ignores SIGINT, some runners SIGTERM too) would stay
+    # ignored in the service: they are reset to their defaults before it starts, so stop can reach it.
+    setsid nohup .venv/bin/python -c "$reset_signals" "${cmd[@]}" >>"$log_file" 2>&1 < /dev/null &
     echo $! >"$pid_file"
     for _ in $(seq 1 240); do
       if [[ -z $ready ]] && sleep 1 && running; then echo "$name running (pid $(cat "$pid_file")), log $log_file"; exit 0; fi
@@ -58,11 +67,16 @@ case "$action" in
   stop)
     if [[ -f $pid_file ]]; then
       pid=$(cat "$pid_file")
-      # The pid leads its own process group (setsid): signal the group, children included.
+      # The pid leads its own process group (setsid). The leader is asked first (dagster dev shuts its
+      # webserver, daemon and code servers down on SIGINT, as on Ctrl-C), then the whole group.
       if group_alive "$pid"; then
-        kill -TERM -- "-$pid" 2>/dev/null || true
+        kill "-$signal" "$pid" 2>/dev/null || true
         for _ in $(seq 1 60); do group_alive "$pid" || break; sleep 0.5; done
-        if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; echo "$name killed after 30 s"; else echo "$name stopped"; fi
+        if group_alive "$pid"; then
+          kill -TERM -- "-$pid" 2>/dev/null || true
+          for _ in $(seq 1 10); do group_alive "$pid" || break; sleep 0.5; done
+        fi
+        if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; echo "$name killed"; else echo "$name stopped"; fi
       fi
       rm -f "$pid_file"
     fi ;;
