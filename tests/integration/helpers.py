@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from analytics_core.clients import kafka_consumer
+from analytics_core.clients import kafka_consumer, redis_client
 from analytics_core.deadletter import DeadLetter
 from analytics_core.registry import TopicSchemaStore
 from analytics_core.serde import EventDeserializer
@@ -48,3 +48,14 @@ def _read(settings: Settings, topic: str, decode: Callable, keep: Callable, expe
     finally:
         consumer.close()
     return found
+
+
+def forget_redis_keys(settings: Settings, tag: str) -> None:
+    """Delete what a module's collector left in Redis: its `test:<tag>:` prefix and its tenants' hash tags."""
+    conn = redis_client(settings)
+    try:
+        keys = [*conn.scan_iter(match=f"test:{tag}:*"), *conn.scan_iter(match=f"*{tag}}}*")]
+        if keys:
+            conn.delete(*keys)
+    finally:
+        conn.close()

@@ -21,12 +21,13 @@ import jsonschema
 import pytest
 import redis
 
-from analytics_core.clients import redis_async_client, redis_client
+from analytics_core.clients import redis_async_client
 from analytics_core.settings import Settings
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tenants.throttle import AuthThrottle
 from tests.integration.hardening import connect, read_response, serve_like_production, trickle
+from tests.integration.helpers import forget_redis_keys
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +67,7 @@ def hardened(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
         with serve_like_production(create_app(settings), settings) as url:
             yield Hardened(url, settings, key, tiny_key)
     finally:
-        conn = redis_client(settings)
-        try:
-            keys = [*conn.scan_iter(match=f"test:{TAG}:*"), *conn.scan_iter(match=f"*{TAG}}}*")]
-            if keys:
-                conn.delete(*keys)
-        finally:
-            conn.close()
+        forget_redis_keys(settings, TAG)
 
 
 def track(**extra: Any) -> dict[str, Any]:

@@ -24,11 +24,10 @@ from amplitude import Amplitude, BaseEvent, Config, EventOptions, Identify
 from mixpanel import BufferedConsumer, Consumer, Mixpanel, MixpanelException
 from snowplow_tracker import Emitter, PageView, SelfDescribing, SelfDescribingJson, StructuredEvent, Subject, Tracker
 
-from analytics_core.clients import redis_client
 from analytics_core.settings import Settings
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
-from tests.integration.helpers import read_events
+from tests.integration.helpers import forget_redis_keys, read_events
 from tests.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -66,13 +65,7 @@ def collector(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory
         with serve(create_app(settings)) as url:
             yield Collector(url, settings, key, tiny_key)
     finally:
-        conn = redis_client(settings)
-        try:
-            keys = [*conn.scan_iter(match=f"test:{TAG}:*"), *conn.scan_iter(match=f"*{TAG}}}*")]
-            if keys:
-                conn.delete(*keys)
-        finally:
-            conn.close()
+        forget_redis_keys(settings, TAG)
 
 
 def marker() -> str:

@@ -29,12 +29,11 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics_core.clients import redis_client
 from analytics_core.settings import Settings
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.integration.hardening import serve_like_production
-from tests.integration.helpers import read_events
+from tests.integration.helpers import forget_redis_keys, read_events
 
 pytestmark = pytest.mark.integration
 
@@ -138,13 +137,7 @@ def polyglot(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
         with serve_like_production(app, settings) as url:
             yield Polyglot(url, settings, answered)
     finally:
-        conn = redis_client(settings)
-        try:
-            keys = [*conn.scan_iter(match=f"test:{TAG}:*"), *conn.scan_iter(match=f"*{TAG}}}*")]
-            if keys:
-                conn.delete(*keys)
-        finally:
-            conn.close()
+        forget_redis_keys(settings, TAG)
 
 
 # --- the drivers, built once ----------------------------------------------------------------------------------
