@@ -47,15 +47,19 @@ down: venv
 	@for s in traffic dagster api loader realtime collector; do bash scripts/service.sh stop $$s; done
 	$(BIN)/analytics stack down
 
+# The settings the demo's recipe needs, as shell variables (ANALYTICS_* environment and .env apply).
+DEMO_SETTINGS = eval "$$($(BIN)/analytics settings | grep -E '^ANALYTICS_(STATE_DIR|WAREHOUSE_PATH|COLLECTOR_PORT|API_PORT|DAGSTER_PORT)=')"
+
 demo: stack
 	@for t in 1 2 3; do \
 	  $(BIN)/analytics tenants create tenant_$$t --write-key tenant_$$t --read-key demo_read_tenant_$$t --if-missing; \
 	done
-	@# History once per machine (a second `make demo` finds it in Kafka and the warehouse already).
-	@if [ ! -f .state/demo/history-$(DEMO_SEED)-$(DEMO_DAYS)d ]; then \
+	@# History once per state folder (a second `make demo` finds it in Kafka and the warehouse already).
+	@$(DEMO_SETTINGS); marker=$$ANALYTICS_STATE_DIR/demo/history-$(DEMO_SEED)-$(DEMO_DAYS)d; \
+	if [ ! -f $$marker ]; then \
 	  echo "backfilling $(DEMO_DAYS) days of history into tracking.events"; \
 	  $(BIN)/analytics generate --to kafka --days $(DEMO_DAYS) --events-per-day 20000 --seed $(DEMO_SEED) && \
-	  mkdir -p .state/demo && touch .state/demo/history-$(DEMO_SEED)-$(DEMO_DAYS)d; \
+	  mkdir -p $$(dirname $$marker) && touch $$marker; \
 	fi
 	@bash scripts/service.sh start collector
 	@bash scripts/service.sh start realtime
@@ -66,14 +70,15 @@ demo: stack
 	@bash scripts/service.sh start traffic
 	@echo
 	@$(BIN)/analytics stack status
-	@echo "collector:  http://127.0.0.1:8080 (Segment, PostHog, Mixpanel, Amplitude, Snowplow; docs at /docs), log .state/logs/collector.log"
-	@echo "query API:  http://127.0.0.1:8000/docs  (read key of tenant_1: demo_read_tenant_1), e.g."
-	@echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:8000/api/v1/live"
-	@echo "Dagster UI: http://127.0.0.1:$$($(BIN)/python -c 'from analytics_core.settings import get_settings; print(get_settings().dagster_port)') (minute and hourly rollup schedules on)"
-	@echo "tenants tenant_1..3: write key = tenant id, read key = demo_read_<tenant id>; events on tracking.events,"
-	@echo "dead letters on tracking.events_dlq; warehouse (DuckLake) in .state/warehouse, loaded and rolled up every minute by Dagster;"
-	@echo "live traffic from the generator keeps flowing ($${DEMO_RATE:-20} events/s, log .state/logs/traffic.log)."
-	@echo "Everything keeps running: make down stops it all."
+	@$(DEMO_SETTINGS); logs=$$ANALYTICS_STATE_DIR/logs; \
+	echo "collector:  http://127.0.0.1:$$ANALYTICS_COLLECTOR_PORT (Segment, PostHog, Mixpanel, Amplitude, Snowplow; docs at /docs), log $$logs/collector.log"; \
+	echo "query API:  http://127.0.0.1:$$ANALYTICS_API_PORT/docs  (read key of tenant_1: demo_read_tenant_1), e.g."; \
+	echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:$$ANALYTICS_API_PORT/api/v1/live"; \
+	echo "Dagster UI: http://127.0.0.1:$$ANALYTICS_DAGSTER_PORT (minute and hourly rollup schedules on)"; \
+	echo "tenants tenant_1..3: write key = tenant id, read key = demo_read_<tenant id>; events on tracking.events,"; \
+	echo "dead letters on tracking.events_dlq; warehouse (DuckLake) in $$ANALYTICS_WAREHOUSE_PATH, loaded and rolled up every minute by Dagster;"; \
+	echo "live traffic from the generator keeps flowing ($${DEMO_RATE:-20} events/s, log $$logs/traffic.log)."; \
+	echo "Everything keeps running: make down stops it all."
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 usage() { echo "usage: $0 start|stop collector|realtime|loader|api|dagster|traffic" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 action=$1 name=$2
-state=${ANALYTICS_STATE_DIR:-.state}
+state=$(.venv/bin/python -c "from analytics_core.settings import get_settings; print(get_settings().state_dir)")
 pid_file="$state/pids/$name.pid"
 log_file="$state/logs/$name.log"
 setting() { .venv/bin/python -c "from analytics_core.settings import get_settings; print(get_settings().$1)"; }
@@ -34,8 +34,10 @@ case "$name" in
     ready="" ;;
   dagster)
     port=$(setting dagster_port)
-    mkdir -p "$state/dagster" && ln -sfn "$(pwd)/dagster.yaml" "$state/dagster/dagster.yaml"
-    export DAGSTER_HOME="$(pwd)/$state/dagster"
+    case $state in /*) home=$state/dagster ;; *) home=$(pwd)/$state/dagster ;; esac
+    # dagster.yaml's storage folders (.state/dagster/...) moved into this state folder.
+    mkdir -p "$home" && sed "s#\.state/dagster#$home#g" dagster.yaml >"$home/dagster.yaml"
+    export DAGSTER_HOME=$home
     cmd=(.venv/bin/dagster dev -m orchestration.definitions -h 127.0.0.1 -p "$port")
     pattern="dagster"
     signal=INT
