@@ -21,7 +21,7 @@ from analytics_core.serving import invalid_json, relative_slash_redirects, undec
 from analytics_core.settings import Settings
 from api.openapi import describe
 from api.responses import error, field_name
-from api.routes import experiments, live, ops, query
+from api.routes import dashboards, experiments, live, ops, query
 from api.state import ApiState, build_state
 
 log = logging.getLogger("api")
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(live.router)
     app.include_router(ops.router)
     app.include_router(experiments.router)
+    app.include_router(dashboards.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

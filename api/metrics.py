@@ -86,3 +86,29 @@ class ApiMetrics:
         self.realtime_missing = Counter(
             "api_realtime_unavailable", "Queries answered without the realtime layer (Redis down).", registry=r
         )
+        self.dashboard_hits = Counter(
+            "api_dashboard_cache_hits",
+            "Dashboard loads answered from the Redis cache, by dashboard.",
+            ["dashboard"],
+            registry=r,
+        )
+        self.dashboard_misses = Counter(
+            "api_dashboard_cache_misses",
+            "Dashboard loads computed (no entry, or its entry expired, stale or not verifiable), by dashboard.",
+            ["dashboard"],
+            registry=r,
+        )
+        self.dashboard_stale = Counter(
+            "api_dashboard_cache_stale",
+            "Cached dashboard answers refused because a table or watermark they read changed since (counted as misses"
+            " too), by dashboard.",
+            ["dashboard"],
+            registry=r,
+        )
+        self.dashboard_seconds = Histogram(
+            "api_dashboard_seconds",
+            "Time to answer a dashboard load, by dashboard and cache (hit, miss).",
+            ["dashboard", "cache"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )

@@ -355,3 +355,119 @@ class FunnelAnswer(BaseModel):
     )
     cache: CacheInfo = CacheInfo(hit=False)
     elapsed_ms: float = 0.0
+
+
+# -- dashboards (docs/DASHBOARDS.md) ---------------------------------------------------------------
+
+
+class DashboardTileInfo(BaseModel):
+    id: str
+    kind: Literal["series", "number", "breakdown", "funnel", "experiment", "live"]
+    title: str
+    width: int = Field(description="Layout hint: columns of a 12-column grid.")
+
+
+class DashboardInfo(BaseModel):
+    id: str
+    version: int
+    title: str
+    description: str
+    range: str = Field(description="The default range, relative (e.g. last_7d).")
+    timezone: str = Field(description="The default time zone.")
+    definition_hash: str = Field(description="Hash of the definition as the API loaded it (part of the cache key).")
+    tiles: list[DashboardTileInfo]
+
+
+class DashboardList(BaseModel):
+    dashboards: list[DashboardInfo]
+
+
+class ViewRange(BaseModel):
+    """The range a load covers, resolved: exactly which [start, end) it is, and up to when it is counted."""
+
+    expression: str = Field(description="As asked: a relative range (last_7d) or <start>/<end>.")
+    start: datetime = Field(
+        description="Start (inclusive) in the load's time zone: a unit boundary for a relative range."
+    )
+    end: datetime = Field(description="End (exclusive); a relative range ends with the unit that holds now.")
+    counted_until: datetime = Field(
+        description="Metric tiles count [start, counted_until): `end`, or for a range reaching now the end of the"
+        " current minute (nothing later is asked)."
+    )
+    open: bool = Field(description="The range reaches now: its numbers still change (cached 60 s at most).")
+    timezone: str
+
+
+class TileError(BaseModel):
+    """Why a tile has no answer with these parameters (the other tiles are answered)."""
+
+    status: Literal[400, 503] = Field(description="400: these parameters cannot be answered for this tile; 503: retry.")
+    error: str
+    field: str | None = Field(
+        description="The load's parameter at fault (range, filter[0], timezone) or the tile's field."
+    )
+    rule: str | None
+
+
+class NumberValue(BaseModel):
+    """A number tile's value over the range and, unless the tile compares nothing, the previous period's."""
+
+    metric: str
+    value: float | None
+    start: datetime
+    end: datetime
+    previous: float | None = None
+    change: float | None = Field(
+        default=None, description="(value - previous) / previous; null when previous is 0 or null."
+    )
+    previous_start: datetime | None = None
+    previous_end: datetime | None = None
+
+
+class TileProvenance(BaseModel):
+    sources: list[str] = Field(description="The sources read: rollup_day, ..., realtime, raw; or the tables read.")
+    watermark: datetime | None = Field(
+        description="Metric tiles: warehouse complete up to here; later numbers are realtime."
+    )
+    as_of: datetime | None = Field(
+        description="Funnels: pending users as of; experiments: tables built at; live: read at."
+    )
+    realtime: bool
+    approximate: dict[str, Approximation] = Field(
+        description="Per metric whose numbers are estimates, the error bound."
+    )
+    incomplete: list[str] = Field(description="Caveats, as the endpoint's answers give them.")
+    notes: list[str] = Field(description="What of the load does not apply to this tile (range widened, no filters).")
+    cache: CacheInfo
+
+
+class DashboardTile(BaseModel):
+    id: str
+    kind: Literal["series", "number", "breakdown", "funnel", "experiment", "live"]
+    title: str
+    description: str
+    width: int
+    endpoint: str = Field(description="The endpoint whose engine answered, e.g. POST /api/v1/query.")
+    asked: list[dict[str, Any]] = Field(
+        description="The requests asked of it (a number tile: the range, then the previous period): the same request"
+        " to that endpoint answers the same numbers."
+    )
+    answers: list[dict[str, Any]] | None = Field(
+        description="Its answers, as that endpoint answers (QueryResult, FunnelAnswer, ExperimentResult, the live"
+        " counters), without their cache and elapsed_ms; null with `error`."
+    )
+    number: NumberValue | None = Field(description="Number tiles: the value, the previous period's, the change.")
+    provenance: TileProvenance | None
+    error: TileError | None
+
+
+class DashboardAnswer(BaseModel):
+    """GET /api/v1/dashboards/{id}: every tile of a dashboard, for one range, time zone and set of filters."""
+
+    dashboard: DashboardInfo
+    range: ViewRange
+    filters: list[Filter] = Field(description="The load's filters, added to every metric tile's own.")
+    tiles: list[DashboardTile]
+    computed_at: datetime = Field(description="When the tiles were computed (a cache hit: when the entry was).")
+    cache: CacheInfo
+    elapsed_ms: float

@@ -12,6 +12,7 @@ from analytics_core.settings import get_settings
 from bench import (
     bench_codec,
     bench_collector,
+    bench_dashboards,
     bench_dbt,
     bench_freshness,
     bench_funnels,
@@ -33,6 +34,7 @@ BENCHMARKS: list[tuple[str, Benchmark]] = [
     ("collector", bench_collector.run),
     ("query", bench_query.run),
     ("funnels", bench_funnels.run),
+    ("dashboards", bench_dashboards.run),
     ("freshness", bench_freshness.run),
     ("hll", bench_hll.run),
 ]

@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from analytics_core.funnels import Funnel, get_definitions, get_table_hashes
+from analytics_core.funnels import Experiment, Funnel, get_definitions, get_table_hashes
 from api.deps import SettingsDep, StateDep, TenantDep
 from api.engine import QueryError, Stamp, WarehouseUnavailable
 from api.engine import funnels as funnel_paths
@@ -101,7 +101,7 @@ async def experiment(
     defined = get_definitions().experiments.get(key)
     if defined is None:
         return error(404, f"no experiment {key!r} is defined (GET /api/v1/experiments lists them)", "key", "defined")
-    question = {"experiment": key, "definition": defined.model_dump(mode="json")}
+    question = experiment_question(key, defined)
     hit = await _cached(state, who.tenant_id, question, "x", started)
     if hit is not None:
         return hit
@@ -119,6 +119,11 @@ async def experiment(
     return await _store(
         state, who.tenant_id, question, "x", ExperimentResult, answer, stamp, settings.api_cache_closed_ttl_s, started
     )
+
+
+def experiment_question(key: str, defined: Experiment) -> dict[str, Any]:
+    """What an experiment's answer is cached under (kind `x`): its key and the definition it was counted with."""
+    return {"experiment": key, "definition": defined.model_dump(mode="json")}
 
 
 @router.post(
