@@ -104,6 +104,13 @@ def test_make_demo_keeps_the_pipeline_running_and_make_down_stops_all_of_it(tmp_
         )
         assert answer.status_code == 200, answer.text
         assert sum(row["values"]["events"] for row in answer.json()["rows"]) > 1_000
+        # The demo dashboard answers every tile, revenue with money in it.
+        board = httpx.get(f"{api}/api/v1/dashboards/demo", headers={"Authorization": f"Bearer {READ_KEY}"}, timeout=60)
+        assert board.status_code == 200, board.text
+        tiles = {tile["id"]: tile for tile in board.json()["tiles"]}
+        assert not [(t, tile["error"]) for t, tile in tiles.items() if tile.get("error")]
+        revenue = tiles["revenue"]["answers"][0]["rows"]
+        assert sum(row["values"]["revenue"] or 0 for row in revenue) > 0
 
         # Dagster's minute schedule runs by itself (a tick a minute, then the load and the build).
         deadline = time.monotonic() + 240
