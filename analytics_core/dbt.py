@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,14 +84,25 @@ def run_dbt(
 
 
 def main() -> None:
-    """`python -m analytics_core.dbt sqlfluff lint models tests`: a tool run in dbt_project/ against this warehouse."""
+    """`python -m analytics_core.dbt sqlfluff lint models tests`: a tool run in dbt_project/ against a warehouse.
+
+    sqlfluff renders the models as dbt compiles them, and an incremental model compiles otherwise once its
+    table exists: so sqlfluff gets a new, empty warehouse of its own, and lints what a first build runs
+    whatever this machine's warehouse holds (`make demo`'s, say); other tools get the configured one.
+    """
     from analytics_core.settings import get_settings
 
     settings = get_settings()
-    warehouse.connect(settings).close()  # .sqlfluff renders with the duckdb target whatever the settings say
-    tool = venv_tool(sys.argv[1])
-    env = {**os.environ, **warehouse.dbt_env(settings)}
-    raise SystemExit(subprocess.run([tool, *sys.argv[2:]], cwd=warehouse.DBT_PROJECT_DIR, env=env).returncode)
+    with tempfile.TemporaryDirectory(prefix="analytics-lint-") as scratch:
+        if Path(sys.argv[1]).name == "sqlfluff":
+            settings = settings.model_copy(
+                update={"warehouse_path": Path(scratch), "warehouse_catalog": "", "warehouse_data_path": ""}
+            )
+        warehouse.connect(settings).close()  # .sqlfluff renders with the duckdb target whatever the settings say
+        tool = venv_tool(sys.argv[1])
+        env = {**os.environ, **warehouse.dbt_env(settings)}
+        returncode = subprocess.run([tool, *sys.argv[2:]], cwd=warehouse.DBT_PROJECT_DIR, env=env).returncode
+    raise SystemExit(returncode)
 
 
 if __name__ == "__main__":
