@@ -105,10 +105,10 @@ clean: down
 	rm -rf .state
 
 # Dagster UI + daemon (schedules run) for the orchestration code location; see docs/ORCHESTRATION.md.
-# DAGSTER_HOME is .state/dagster with a link to ./dagster.yaml (Dagster keeps a few files in its
+# DAGSTER_HOME is .state/dagster with a copy of ./dagster.yaml (Dagster keeps a few files in its
 # home); the storage paths in dagster.yaml are relative to the working directory, the repo root.
 .PHONY: dagster
 dagster: venv
-	@mkdir -p .state/dagster && ln -sfn ../../dagster.yaml .state/dagster/dagster.yaml
+	@mkdir -p .state/dagster && cp --remove-destination dagster.yaml .state/dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.state/dagster $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 \
 	  -p $$($(BIN)/python -c 'from analytics_core.settings import get_settings; print(get_settings().dagster_port)')

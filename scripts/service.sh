@@ -35,8 +35,11 @@ case "$name" in
   dagster)
     port=$(setting dagster_port)
     case $state in /*) home=$state/dagster ;; *) home=$(pwd)/$state/dagster ;; esac
-    # dagster.yaml's storage folders (.state/dagster/...) moved into this state folder.
-    mkdir -p "$home" && sed "s#\.state/dagster#$home#g" dagster.yaml >"$home/dagster.yaml"
+    # dagster.yaml's storage folders (.state/dagster/...) moved into this state folder. Written beside and
+    # renamed: a dagster.yaml there may be a link to the repository's (older `make dagster`), which a
+    # redirection would truncate before sed reads it.
+    mkdir -p "$home" && sed "s#\.state/dagster#$home#g" dagster.yaml >"$home/dagster.yaml.new"
+    mv -f "$home/dagster.yaml.new" "$home/dagster.yaml"
     export DAGSTER_HOME=$home
     cmd=(.venv/bin/dagster dev -m orchestration.definitions -h 127.0.0.1 -p "$port")
     pattern="dagster"
@@ -46,6 +49,9 @@ case "$name" in
 esac
 
 running() { [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null && grep -q "$pattern" "/proc/$(cat "$pid_file")/cmdline"; }
+# The process just started is there and not a zombie. (Not `running`: until setsid has exec'd the service its
+# command line is still this script's, and a start was reported as exited while it came up.)
+started() { local stat; stat=$(ps -o stat= -p "$(cat "$pid_file")" 2>/dev/null) && [[ $stat != Z* ]]; }
 # A process of the group that is not a zombie (one whose parent has not reaped it yet is gone already).
 group_alive() { ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'; }
 
@@ -62,7 +68,7 @@ case "$action" in
       if [[ -n $ready ]] && curl -fsS "$ready" >/dev/null 2>&1; then
         echo "$name running (pid $(cat "$pid_file")) on ${ready%/*}, log $log_file"; exit 0
       fi
-      running || { echo "$name exited; last log lines:" >&2; tail -n 20 "$log_file" >&2; exit 1; }
+      started || { echo "$name exited; last log lines:" >&2; tail -n 20 "$log_file" >&2; exit 1; }
       sleep 0.5
     done
     echo "$name not ready after 2 minutes; see $log_file" >&2; exit 1 ;;
