@@ -71,6 +71,7 @@ demo: stack
 	@echo
 	@$(BIN)/analytics stack status
 	@$(DEMO_SETTINGS); logs=$$ANALYTICS_STATE_DIR/logs; \
+	echo "dashboard:  http://127.0.0.1:$$ANALYTICS_API_PORT/  (read key: demo_read_tenant_1)"; \
 	echo "collector:  http://127.0.0.1:$$ANALYTICS_COLLECTOR_PORT (Segment, PostHog, Mixpanel, Amplitude, Snowplow; docs at /docs), log $$logs/collector.log"; \
 	echo "query API:  http://127.0.0.1:$$ANALYTICS_API_PORT/docs  (read key of tenant_1: demo_read_tenant_1), e.g."; \
 	echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:$$ANALYTICS_API_PORT/api/v1/live"; \

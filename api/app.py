@@ -23,6 +23,7 @@ from api.openapi import describe
 from api.responses import error, field_name
 from api.routes import dashboards, experiments, live, ops, query
 from api.state import ApiState, build_state
+from api.web import install_web
 
 log = logging.getLogger("api")
 MAX_QUERY_BODY_BYTES = 64 * 1024
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     )
     install_docs(app)
+    install_web(app)  # the dashboard page at /
 
     app.add_middleware(BodyLimit, limit=MAX_QUERY_BODY_BYTES)
     app.add_middleware(RequestMetrics)

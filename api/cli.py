@@ -17,7 +17,8 @@ def serve_api(
     ] = None,
     log_level: Annotated[str, typer.Option(help="Log level; logs are JSON lines on stderr.")] = "info",
 ) -> None:
-    """Run the query API: /api/v1/metrics, /api/v1/query, /api/v1/live (SSE), /healthz, /readyz, /metrics, /docs."""
+    """Run the query API: /api/v1/metrics, /api/v1/query, /api/v1/live (SSE), funnels, experiments, dashboards,
+    /healthz, /readyz, /metrics, /docs, and the dashboard page at /."""
     import uvicorn
 
     from analytics_core.logs import log_config

@@ -9,6 +9,7 @@ minute rollups on its own; `make down` then stops everything, and no process the
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -87,12 +88,22 @@ def minute_rollups_by_schedule(home: Path) -> bool:
 def test_make_demo_keeps_the_pipeline_running_and_make_down_stops_all_of_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = demo_env(state)
+    # A state folder an older `make dagster` used links its dagster.yaml to the repository's; starting Dagster
+    # once truncated the repository's file through that link. (Linked here to a copy: a regression must not
+    # empty the checkout's file.)
+    linked = tmp_path / "dagster.yaml"
+    shutil.copyfile(ROOT / "dagster.yaml", linked)
+    (state / "dagster").mkdir(parents=True)
+    (state / "dagster" / "dagster.yaml").symlink_to(linked)
     try:
         demo = make("demo", env, timeout=900)
         assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]
         api = f"http://127.0.0.1:{env['ANALYTICS_API_PORT']}"
         assert f"Dagster UI: http://127.0.0.1:{env['ANALYTICS_DAGSTER_PORT']}" in demo.stdout
         assert f"{api}/docs" in demo.stdout
+        assert f"dashboard:  {api}/  (read key: {READ_KEY})" in demo.stdout
+        page = httpx.get(f"{api}/")
+        assert page.status_code == 200 and "web/dashboard.js" in page.text
 
         # The history's numbers from the query API.
         end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -118,6 +129,8 @@ def test_make_demo_keeps_the_pipeline_running_and_make_down_stops_all_of_it(tmp_
             assert time.monotonic() < deadline, "no scheduled metrics_minute run succeeded within 4 minutes"
             time.sleep(5)
         assert processes_of(state)  # the check below can see the demo's processes
+        assert linked.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+        assert str(state / "dagster") in (state / "dagster" / "dagster.yaml").read_text()
     finally:
         down = make("down", env, timeout=300)
     assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-4000:]

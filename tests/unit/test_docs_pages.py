@@ -19,8 +19,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from analytics_core.docs_pages import SWAGGER_UI, install_docs, swagger_ui_version
+from analytics_core.docs_pages import SWAGGER_UI, install_docs
 from analytics_core.settings import Settings
+from api.web import ECHARTS
 
 HOST = "testserver"  # TestClient's
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
@@ -77,21 +78,30 @@ def off_host(url: str) -> bool:
     return bool(parts.scheme or parts.netloc) and parts.netloc != HOST
 
 
-def test_the_vendored_files_are_the_pinned_release() -> None:
+# Each vendored package, and the text its main file carries with the version PIN names.
+VENDORED = {
+    "swagger-ui": (SWAGGER_UI, "swagger-ui-bundle.js", 'PACKAGE_VERSION:"{version}"'),
+    "echarts": (ECHARTS, "echarts.min.js", 't.version="{version}"'),
+}
+
+
+@pytest.mark.parametrize("package", sorted(VENDORED))
+def test_the_vendored_files_are_the_pinned_release(package: str) -> None:
     """What scripts/vendor-assets.sh wrote from the pinned tarball: the files of SHA256SUMS, nothing else, unchanged."""
+    folder, main, marker = VENDORED[package]
     listed: dict[str, str] = {}  # file → sha256, from `sha256sum` lines
-    for line in (SWAGGER_UI / "SHA256SUMS").read_text().splitlines():
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         listed[name.lstrip("*")] = digest
-    present = {path.name for path in SWAGGER_UI.iterdir()}
-    assert present == {*listed, "PIN", "SHA256SUMS"}, "run scripts/vendor-assets.sh to vendor the pinned version again"
+    present = {path.name for path in folder.iterdir()}
+    assert present == {*listed, "PIN", "SHA256SUMS"}, f"run scripts/vendor-assets.sh {package} to vendor it again"
     changed = [
-        name
-        for name, digest in listed.items()
-        if hashlib.sha256((SWAGGER_UI / name).read_bytes()).hexdigest() != digest
+        name for name, digest in listed.items() if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest
     ]
-    assert changed == [], "run scripts/vendor-assets.sh to vendor the pinned version again"
-    assert f'PACKAGE_VERSION:"{swagger_ui_version()}"' in (SWAGGER_UI / "swagger-ui-bundle.js").read_text()
+    assert changed == [], f"run scripts/vendor-assets.sh {package} to vendor the pinned version again"
+    version = (folder / "PIN").read_text().split()[0].rpartition("@")[2]
+    assert marker.format(version=version) in (folder / main).read_text()
+    assert {"LICENSE", main} <= set(listed)
 
 
 def test_docs_loads_everything_from_its_own_host(client: TestClient) -> None:
@@ -113,14 +123,15 @@ def test_docs_loads_everything_from_its_own_host(client: TestClient) -> None:
             assert [u for u in loaded if not u.startswith("data:")] == []
 
 
-def test_docs_is_the_only_page_and_stays_out_of_the_openapi_document(client: TestClient) -> None:
-    """FastAPI's CDN pages are gone; the one HTML page is /docs; the fuzzed document is what it was."""
+def test_the_pages_stay_out_of_the_openapi_document(client: TestClient) -> None:
+    """FastAPI's CDN pages are gone; the HTML pages are /docs and the query API's dashboard page at /; the fuzzed
+    document is what it was."""
     for gone in ("/redoc", "/docs/oauth2-redirect"):
         assert client.get(gone).status_code == 404, gone
     app = client.app
     assert isinstance(app, FastAPI)
     document = app.openapi()
-    assert not any(path.startswith("/docs") for path in document["paths"])
+    assert not any(path.startswith(("/docs", "/web")) for path in document["paths"])
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for status, response in operation.get("responses", {}).items():
@@ -134,7 +145,7 @@ def test_docs_is_the_only_page_and_stays_out_of_the_openapi_document(client: Tes
         and "{" not in route.path
     ]
     pages = [path for path in unlisted if client.get(path).headers["content-type"].startswith("text/html")]
-    assert pages == ["/docs"]
+    assert sorted(pages) == (["/", "/docs"] if app.title == "analytics query API" else ["/docs"])
 
 
 def test_docs_behind_a_path_prefix() -> None:
