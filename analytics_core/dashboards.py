@@ -17,7 +17,16 @@ from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from analytics_core.catalogue import Catalogue, get_catalogue
@@ -75,19 +84,20 @@ def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+# Names checked against the catalogue where a field is declared (the error names the field and the rule).
+MetricName = Annotated[str, AfterValidator(_metric)]
+DimensionName = Annotated[str, AfterValidator(_dimension)]
+MetricNames = Annotated[tuple[MetricName, ...], AfterValidator(_distinct)]
+
+
 class TileFilter(BaseModel):
     """A dimension filter a tile always applies, as in a query: `{dimension: device, op: in, values: [mobile]}`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dimension: str
+    dimension: DimensionName
     op: Literal["eq", "in", "not_in"] = "eq"
     values: tuple[str, ...] = Field(min_length=1, max_length=100)
-
-    @field_validator("dimension")
-    @classmethod
-    def _known(cls, name: str, info: ValidationInfo) -> str:
-        return _dimension(name, info)
 
     @model_validator(mode="after")
     def _one_value(self) -> TileFilter:
@@ -113,20 +123,10 @@ class SeriesTile(_MetricTile):
     """Metrics over time: buckets of `granularity` in the dashboard's zone, optionally stacked by a dimension."""
 
     kind: Literal["series"]
-    metrics: tuple[str, ...] = Field(min_length=1, max_length=MAX_TILE_METRICS)
-    stack_by: str | None = None  # a catalogue dimension: the query's group_by
+    metrics: MetricNames = Field(min_length=1, max_length=MAX_TILE_METRICS)
+    stack_by: DimensionName | None = None  # the query's group_by
     top: int | None = Field(default=None, ge=1, le=50)  # with stack_by: the N largest groups, the rest as one
     granularity: Literal["auto", "minute", "hour", "day"] = "auto"  # auto: the query API's rule, over the range
-
-    @field_validator("metrics")
-    @classmethod
-    def _known(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        return _distinct(tuple(_metric(name, info) for name in names))
-
-    @field_validator("stack_by")
-    @classmethod
-    def _stack(cls, name: str | None, info: ValidationInfo) -> str | None:
-        return None if name is None else _dimension(name, info)
 
     @model_validator(mode="after")
     def _top(self) -> SeriesTile:
@@ -139,32 +139,17 @@ class NumberTile(_MetricTile):
     """One number over the range, and its change against the previous period of the same length."""
 
     kind: Literal["number"]
-    metric: str
+    metric: MetricName
     compare: Literal["previous_period", "none"] = "previous_period"
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, name: str, info: ValidationInfo) -> str:
-        return _metric(name, info)
 
 
 class BreakdownTile(_MetricTile):
     """A metric over the range by a dimension: the `top` largest values, the others added up as one."""
 
     kind: Literal["breakdown"]
-    metric: str
-    dimension: str
+    metric: MetricName
+    dimension: DimensionName
     top: int = Field(default=10, ge=1, le=100)
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, name: str, info: ValidationInfo) -> str:
-        return _metric(name, info)
-
-    @field_validator("dimension")
-    @classmethod
-    def _known_dimension(cls, name: str, info: ValidationInfo) -> str:
-        return _dimension(name, info)
 
 
 class FunnelTile(_Tile):
@@ -217,12 +202,7 @@ class LiveTile(_Tile):
     """Live totals over the realtime layer's window, which the page then follows on GET /api/v1/live."""
 
     kind: Literal["live"]
-    metrics: tuple[str, ...] = Field(min_length=1, max_length=MAX_TILE_METRICS * 2)
-
-    @field_validator("metrics")
-    @classmethod
-    def _known(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        return _distinct(tuple(_metric(name, info) for name in names))
+    metrics: MetricNames = Field(min_length=1, max_length=MAX_TILE_METRICS * 2)
 
 
 Tile = Annotated[

@@ -173,6 +173,7 @@ class Columns:
         self.users: pa.Array = encoded.dictionary
         # Each row's minute (a code into `minutes`, the distinct minute starts): counters and sketches are per minute.
         self.minute, self.minutes = _bucket_codes(self.seconds - self.seconds % GRAIN_SECONDS["minute"])
+        self._type_tables: dict[tuple[tuple[str, ...], int], np.ndarray] = {}  # see _counted_types
 
     def subset(self, rows: np.ndarray) -> Columns:
         """The same columns for these rows only (the dictionaries stay: codes of absent values go unused)."""
@@ -195,13 +196,25 @@ class Columns:
             return mask
         if not len(self.event_types):
             return mask & False
-        if purchases is not None and PURCHASE in types and purchases.tenants:
-            # (tenant code, event type code) → counts: tenants may map purchases to other event types.
-            per_tenant = [set(purchases.expand(types, t)) for t in self.tenants]
-            wanted = np.array([[v in allowed for v in self.event_types] for allowed in per_tenant], dtype=bool)
-            return mask & wanted[self.tenant, self.event_type_codes]
-        allowed = set(purchases.expand(types, None) if purchases is not None else types)
-        return mask & np.array([v in allowed for v in self.event_types], dtype=bool)[self.event_type_codes]
+        return mask & self._counted_types(types, purchases)
+
+    def _counted_types(self, types: tuple[str, ...], purchases: PurchaseMapping | None) -> np.ndarray:
+        """Per row, whether its event type is one of `types` (for its tenant, where tenants map purchases to other
+        event types); the lookup table is built once per batch and set of types (subsets share it)."""
+        key = (types, id(purchases))
+        table = self._type_tables.get(key)
+        if table is None:
+            if purchases is not None and PURCHASE in types and purchases.tenants:
+                # (tenant code, event type code) → counts: tenants may map purchases to other event types.
+                per_tenant = [set(purchases.expand(types, t)) for t in self.tenants]
+                table = np.array([[v in allowed for v in self.event_types] for allowed in per_tenant], dtype=bool)
+            else:
+                allowed = set(purchases.expand(types, None) if purchases is not None else types)
+                table = np.array([v in allowed for v in self.event_types], dtype=bool)
+            self._type_tables[key] = table
+        if table.ndim == 2:
+            return table[self.tenant, self.event_type_codes]
+        return table[self.event_type_codes]
 
 
 class Aggregator:

@@ -8,9 +8,6 @@ the settings document names this collector as apiHost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import partial
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -19,6 +16,7 @@ from collector.deps import StateDep
 from collector.ingest import IngestError, refused_origin
 from collector.routes.ingest import handle, segment_error
 from collector.routes.methods import SharedPathRoute
+from collector.routes.segment import single_route
 from collector.state import CollectorState
 from tenants import Tenant
 
@@ -73,15 +71,6 @@ async def segment_settings(request: Request, state: StateDep) -> Response:
     return JSONResponse(browser.segment_settings(write_key, host, request.url.scheme))
 
 
-def _short_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[Response]]:
-    adapter = partial(adapters.segment_single, message_type)
-
-    async def route(request: Request, state: StateDep) -> Response:
-        return await handle(request, state, adapter)
-
-    return route
-
-
 async def segment_short_batch(request: Request, state: StateDep) -> Response:
     return await handle(request, state, adapters.segment_batch)
 
@@ -89,7 +78,7 @@ async def segment_short_batch(request: Request, state: StateDep) -> Response:
 for _path, _message_type in SHORT_PATHS.items():
     router.add_api_route(
         f"/{_path}",
-        _short_route(_message_type),
+        single_route(_message_type),
         methods=["POST"],
         summary=f"One analytics.js {_message_type} message.",
         openapi_extra=browser_openapi.short_operation(_message_type),

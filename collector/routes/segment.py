@@ -36,7 +36,8 @@ for _path in IMPORT_PATHS:
     )
 
 
-def _single_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[Response]]:
+def single_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[Response]]:
+    """The handler of one Segment message of `message_type` (Segment's /v1/<type>, analytics.js's short paths)."""
     adapter = partial(adapters.segment_single, message_type)
 
     async def route(request: Request, state: StateDep) -> Response:
@@ -48,7 +49,7 @@ def _single_route(message_type: str) -> Callable[[Request, StateDep], Awaitable[
 for _message_type in SEGMENT_TYPES:
     router.add_api_route(
         f"/v1/{_message_type}",
-        _single_route(_message_type),
+        single_route(_message_type),
         methods=["POST"],
         summary=f"One Segment {_message_type} message.",
         openapi_extra=openapi.single_operation(_message_type),
