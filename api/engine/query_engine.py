@@ -302,6 +302,12 @@ class QueryEngine:
                 if busy and attempt < LOCK_RETRIES:
                     time.sleep(0.05 * (attempt + 1))
                     continue
+                if not busy and isinstance(exc, duckdb.CatalogException):
+                    # A table or column missing: not built yet (a new warehouse, a new model), or being replaced.
+                    raise WarehouseUnavailable(
+                        f"a table this answer reads is not there (dbt builds it: Dagster's schedules or "
+                        f"`analytics dbt build`; or it is being rebuilt now): {exc}"
+                    ) from exc
                 if busy or isinstance(exc, _UNAVAILABLE):
                     raise WarehouseUnavailable(f"the warehouse cannot be read now, retry shortly: {exc}") from exc
                 raise
