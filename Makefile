@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps stack down demo test test-fast lint bench clean stats-bundle
 
 help:
-	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, realtime, history, live traffic, warehouse, query API"
+	@echo "make demo       set up everything: Kafka, Redis, tenants, collector, realtime, history, loader, warehouse, query API, Dagster, live traffic"
 	@echo "make test       set up what tests need and run the whole suite (lint included)"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make bench      run the benchmarks; results in bench/results/latest.json"
@@ -35,9 +35,11 @@ system-deps:
 stack: venv system-deps
 	$(BIN)/analytics stack up
 
-# `make demo` starts collector, realtime, api, dagster and traffic (scripts/service.sh); the warehouse is
-# loaded by Dagster's minute job (raw_events, then the rollups): a loader running beside it would make its
-# dbt models lose commits to the SQLite catalog's lock (docs/ORCHESTRATION.md). `make down` stops them all.
+# `make demo` starts collector, realtime, loader (continuous), api, dagster and traffic (scripts/service.sh).
+# The loader and every dbt build share the warehouse's writer lock (analytics_core/writer_lock.py): a
+# build holds it from start to end and the loader's commits wait (it keeps reading Kafka meanwhile), so
+# neither loses a commit to the SQLite catalog. Dagster's minute job finds the loader in its group and
+# waits for it to catch up instead of loading itself (docs/ORCHESTRATION.md). `make down` stops them all.
 DEMO_DAYS ?= 30
 # One seed per history length: the generator's event ids follow from the seed, and two histories of one
 # seed would send the same ids with other times (the staging keeps the first copy of an id).
@@ -63,7 +65,9 @@ demo: stack
 	fi
 	@bash scripts/service.sh start collector
 	@bash scripts/service.sh start realtime
+	@# The history first, at full speed (no build waits on the writer lock yet), then the loader for good.
 	$(BIN)/analytics loader --idle-exit 5
+	@bash scripts/service.sh start loader
 	$(BIN)/analytics dbt build --exclude-resource-type unit_test
 	@bash scripts/service.sh start api
 	@bash scripts/service.sh start dagster
@@ -77,7 +81,8 @@ demo: stack
 	echo "  curl -N -H 'Authorization: Bearer demo_read_tenant_1' http://127.0.0.1:$$ANALYTICS_API_PORT/api/v1/live"; \
 	echo "Dagster UI: http://127.0.0.1:$$ANALYTICS_DAGSTER_PORT (minute and hourly rollup schedules on)"; \
 	echo "tenants tenant_1..3: write key = tenant id, read key = demo_read_<tenant id>; events on tracking.events,"; \
-	echo "dead letters on tracking.events_dlq; warehouse (DuckLake) in $$ANALYTICS_WAREHOUSE_PATH, loaded and rolled up every minute by Dagster;"; \
+	echo "dead letters on tracking.events_dlq; warehouse (DuckLake) in $$ANALYTICS_WAREHOUSE_PATH, loaded continuously by the"; \
+	echo "loader (every 2 s; log $$logs/loader.log) and rolled up every minute by Dagster;"; \
 	echo "live traffic from the generator keeps flowing ($${DEMO_RATE:-20} events/s, log $$logs/traffic.log)."; \
 	echo "Everything keeps running: make down stops it all."
 

@@ -96,7 +96,8 @@ class BatchHandler(Protocol):
         """Records committed or in flight: what the max-events exit counts."""
 
     def between_batches(self) -> bool:
-        """Work of a poll that closed no batch; True when nothing is pending, so the idle exit may apply."""
+        """Work of a poll that closed no batch; True when nothing is pending, so the idle exit may apply
+        (False: the idle time counts from when it returns True again)."""
 
     def housekeeping(self) -> None:
         """Periodic work after every poll (progress lines, compaction)."""
@@ -186,7 +187,9 @@ class ConsumerRunner:
                 handler.close_batch()
                 if max_events is not None and handler.handled() >= max_events:
                     return
-            elif handler.between_batches() and idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
+            elif not handler.between_batches():
+                last_data = time.monotonic()  # its own work is pending (a commit waiting, say): not idle
+            elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
                 return
             handler.housekeeping()
 

@@ -1,8 +1,11 @@
-"""Running dbt on dbt_project/ against the configured warehouse, retrying catalog lock conflicts.
+"""Running dbt on dbt_project/ against the configured warehouse, holding the warehouse's writer lock.
 
-With the SQLite catalog, a dbt model that commits while the loader commits can fail with
-"database is locked" (DuckLake cannot retry SQLite's read-to-write lock upgrade: duckdb/ducklake
-issue 1309). The failed model's transaction is rolled back whole, and every model is safe to run
+With the SQLite catalog, a dbt model that commits while the loader commits fails with "database is
+locked" (DuckLake cannot retry SQLite's read-to-write lock upgrade: duckdb/ducklake issue 1309). So a
+dbt command that may write holds `warehouse.writer_lock` for its whole run, retries included: the
+loader's commits wait for it (the loader keeps reading Kafka meanwhile), and its models never lose
+a commit to them. A writer that does not take the lock (an older loader, a hand-run script) can still
+win the catalog: the failed model's transaction is rolled back whole, and every model is safe to run
 again, so `dbt retry` re-runs the failed and skipped nodes after a short wait.
 """
 
@@ -14,12 +17,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from analytics_core import warehouse
 from analytics_core.settings import Settings
 
 LOCK_MESSAGE = "database is locked"
+# dbt commands that write the warehouse: `dbt ARGS` naming one of them holds the writer lock; so does
+# one naming no known command (to be safe). The others (parse, compile, ls, docs, show, debug, ...)
+# write nothing there and run without it.
+WRITING_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "retry", "run-operation", "clone"})
+READ_ONLY_COMMANDS = frozenset(
+    {"parse", "compile", "ls", "list", "docs", "debug", "deps", "clean", "init", "show", "source"}
+)
 
 
 def venv_tool(name: str) -> str:
@@ -32,6 +44,19 @@ def prepare_warehouse(settings: Settings) -> None:
     """What dbt's duckdb profile needs first: the extensions installed, the raw tables created."""
     if settings.warehouse_target == "duckdb":
         warehouse.connect(settings).close()
+
+
+def writes_warehouse(args: Sequence[str]) -> bool:
+    """Whether `dbt ARGS` may write the warehouse, and so must hold the writer lock."""
+    return any(a in WRITING_COMMANDS for a in args) or not any(a in READ_ONLY_COMMANDS for a in args)
+
+
+def writer_lock(settings: Settings, args: Sequence[str], holder: str) -> AbstractContextManager[object]:
+    """The warehouse writer lock for `dbt ARGS` (nothing for a read-only command, or a warehouse that needs none)."""
+    if not writes_warehouse(args):
+        return nullcontext()
+    command = next((a for a in args if a in WRITING_COMMANDS), "")
+    return warehouse.writer_lock(settings, f"{holder} {command}".strip())
 
 
 def lock_failures(results: list[dict]) -> int:
@@ -64,7 +89,19 @@ def run_dbt(
     capture: bool = False,
     retries: int = 5,
 ) -> subprocess.CompletedProcess[str]:
-    """`dbt ARGS` on the project; lock conflicts are retried with `dbt retry`, output joined."""
+    """`dbt ARGS` on the project under the writer lock; lock conflicts are retried with `dbt retry`, output joined."""
+    with writer_lock(settings, args, "dbt"):
+        return _run_dbt(settings, args, target_path, log_path, capture, retries)
+
+
+def _run_dbt(
+    settings: Settings,
+    args: list[str],
+    target_path: Path | None,
+    log_path: Path | None,
+    capture: bool,
+    retries: int,
+) -> subprocess.CompletedProcess[str]:
     prepare_warehouse(settings)
     env = {**os.environ, **warehouse.dbt_env(settings)}
     target = target_path or warehouse.DBT_PROJECT_DIR / "target"

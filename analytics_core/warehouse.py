@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -10,6 +12,7 @@ import duckdb
 
 from analytics_core.events import warehouse_ddl
 from analytics_core.settings import Settings
+from analytics_core.writer_lock import Held, hold
 
 RAW_EVENTS = "raw_events"
 OFFSETS = "loader_offsets"
@@ -31,6 +34,35 @@ def sqlite_catalog_path(settings: Settings) -> Path:
         if settings.warehouse_catalog
         else settings.warehouse_path / "catalog.sqlite"
     )
+
+
+def writer_lock_path(settings: Settings) -> Path | None:
+    """The writers' lock file beside the SQLite catalog (`catalog.sqlite.writer-lock`); None when no lock is needed.
+
+    Only the SQLite catalog needs it: SQLite lets one writer commit at a time and fails the other at once
+    (analytics_core/writer_lock.py). BigQuery has its own concurrency, and a PostgreSQL catalog waits for
+    its row locks and retries commit conflicts (its writers may also be on other machines, where a file
+    lock cannot reach).
+    """
+    if settings.warehouse_target != "duckdb" or catalog_uri(settings).startswith("ducklake:postgres:"):
+        return None
+    catalog = sqlite_catalog_path(settings).absolute()
+    return catalog.with_name(catalog.name + ".writer-lock")
+
+
+@contextmanager
+def writer_lock(settings: Settings, holder: str, timeout: float | None = None) -> Iterator[Held | None]:
+    """Hold the warehouse's writer lock for the block: every writer of the DuckLake warehouse takes it around
+    its writes (the loader each commit, dbt its whole invocation). None (and no lock) when the warehouse
+    needs none (`writer_lock_path`). `holder` names the writer in the lock file and in the logs of whoever
+    waits; `timeout` (seconds, 0 = try once) raises writer_lock.WriterLockBusy.
+    """
+    path = writer_lock_path(settings)
+    if path is None:
+        yield None
+        return
+    with hold(path, holder, timeout) as held:
+        yield held
 
 
 def data_path(settings: Settings) -> Path:

@@ -37,7 +37,8 @@ def _summary(stats: LoaderStats) -> str:
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dead_letter_reasons.items()))
     return (
         f"loaded {stats.loaded:,} events in {stats.batches} batches; {stats.dead_lettered} dead letters"
-        f"{f' ({reasons})' if reasons else ''}, {stats.fenced} fenced batches, {stats.compactions} compactions"
+        f"{f' ({reasons})' if reasons else ''}, {stats.fenced} fenced batches, {stats.compactions} compactions; "
+        f"{stats.lock_wait_s:.1f} s waiting for the warehouse writer lock, fetching paused {stats.paused} times"
     )
 
 

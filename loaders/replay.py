@@ -168,7 +168,8 @@ def reset_loader(settings: Settings, since: datetime) -> ReplayPlan:
     kafka_offsets = first_offsets(settings, topic, since)
     con = warehouse.connect(settings)
     try:
-        plan = rewind_warehouse(con, settings.warehouse_alias, topic, since, kafka_offsets)
+        with warehouse.writer_lock(settings, "replay: rewind of the loader"):
+            plan = rewind_warehouse(con, settings.warehouse_alias, topic, since, kafka_offsets)
     finally:
         con.close()
     committed = commit_group_offsets(settings, topic, plan.offsets)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import duckdb
@@ -19,6 +20,8 @@ import pyarrow as pa
 from analytics_core import warehouse
 from analytics_core.decoding import BatchDecoder, Record, invalid_json
 from analytics_core.settings import Settings
+from analytics_core.topics import LOADER_GROUP
+from analytics_core.writer_lock import Held, WriterLockBusy
 from loaders import compaction, offsets
 
 if TYPE_CHECKING:
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # offsets.commit_batch's signature: (connection, alias, topic, rows, expected, next_offsets).
 CommitBatch = Callable[[duckdb.DuckDBPyConnection, str, str, pa.Table, dict[int, int], dict[int, int]], None]
+# warehouse.writer_lock for one holder: (timeout seconds or None) -> the lock held for a `with` block.
+WriterLock = Callable[[float | None], AbstractContextManager[Held | None]]
 
 
 class WarehouseSink(Protocol):
@@ -34,6 +39,7 @@ class WarehouseSink(Protocol):
 
     topic: str
     compacts: bool  # has maintenance to run every loader_compact_every_s
+    lock_wait_s: float  # how long the commits waited for the warehouse writer lock (while dbt built), in all
 
     def stored_offsets(self) -> dict[int, int]:
         """Next offset to load per partition, as committed in the warehouse (main thread)."""
@@ -67,16 +73,24 @@ class DuckLakeSink:
     """DuckLake behind the WarehouseSink seam: fenced commits, invalid JSON found by the INSERT, compaction.
 
     `commit_batch` writes a batch and its offsets in one transaction (loaders/offsets.py); tests pass
-    one that fails or races another loader.
+    one that fails or races another loader. `writer_lock` (warehouse.writer_lock for the loader) is held
+    around each commit and each compaction, so they never overlap a dbt build's commits.
     """
 
     compacts = True
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, alias: str, topic: str, commit_batch: CommitBatch = offsets.commit_batch
+        self,
+        con: duckdb.DuckDBPyConnection,
+        alias: str,
+        topic: str,
+        commit_batch: CommitBatch = offsets.commit_batch,
+        writer_lock: WriterLock | None = None,
     ) -> None:
         self.con, self.alias, self.topic = con, alias, topic
         self._commit_batch = commit_batch
+        self._writer_lock: WriterLock = writer_lock or _no_lock
+        self.lock_wait_s = 0.0
         # One DuckDB thread: the INSERT runs beside the main thread's decoding on a 2-core machine, and
         # a second DuckDB thread doubled its CPU (Parquet writing, measured) without making it faster.
         con.execute("SET threads = 1")
@@ -91,7 +105,11 @@ class DuckLakeSink:
         return rows  # the INSERT validates the JSON itself; what it refuses is salvaged afterwards
 
     def commit(self, rows: pa.Table, expected: dict[int, int], next_offsets: dict[int, int]) -> None:
-        self._commit_batch(self._writer_con, self.alias, self.topic, rows, expected, next_offsets)
+        # Waits while a dbt build holds the lock (the main thread goes on reading Kafka meanwhile).
+        with self._writer_lock(None) as held:
+            if held is not None:
+                self.lock_wait_s += held.waited_s
+            self._commit_batch(self._writer_con, self.alias, self.topic, rows, expected, next_offsets)
 
     def salvage(
         self, exc: BaseException, rows: pa.Table, records: list[Record], decoder: BatchDecoder
@@ -102,7 +120,12 @@ class DuckLakeSink:
         return decoder.drop_invalid_json(self.con, rows, records)
 
     def compact(self) -> bool:
-        return compaction.compact(self.con, self.alias)
+        try:
+            with self._writer_lock(0):  # never waits: the main thread must go on reading Kafka
+                return compaction.compact(self.con, self.alias)
+        except WriterLockBusy as busy:
+            log.info("compaction of %s skipped: the writer lock is held by %s", self.alias, busy.holder)
+            return False
 
     def close(self) -> None:
         self._writer_con.close()
@@ -145,6 +168,7 @@ class BigQuerySink:
     """BigQuery behind the seam: never fences, checks the JSON before it writes, has no compaction."""
 
     compacts = False
+    lock_wait_s = 0.0  # no writer lock: BigQuery takes concurrent writers
 
     def __init__(self, writer: BigQueryWriter, topic: str) -> None:
         self.writer, self.topic = writer, topic
@@ -196,4 +220,13 @@ def open_sink(
         writer = BigQueryWriter(settings, client=bigquery_client)
         writer.ensure_tables()
         return BigQuerySink(writer, topic)
-    return DuckLakeSink(warehouse.connect(settings), settings.warehouse_alias, topic, commit_batch)
+    holder = f"loader of group {settings.topic_prefix}{LOADER_GROUP}"
+
+    def writer_lock(timeout: float | None) -> AbstractContextManager[Held | None]:
+        return warehouse.writer_lock(settings, holder, timeout)
+
+    return DuckLakeSink(warehouse.connect(settings), settings.warehouse_alias, topic, commit_batch, writer_lock)
+
+
+def _no_lock(timeout: float | None) -> AbstractContextManager[Held | None]:
+    return nullcontext()

@@ -3,6 +3,14 @@
 The consume loop (subscription, rebalances, signals, batching, shutdown) is analytics_core.consuming's
 ConsumerRunner; the loader is its BatchHandler: partitions start at the offsets stored in the
 warehouse, and a closed batch is committed through loaders/committer.py.
+
+A commit can wait a long time for the warehouse writer lock (a dbt build holds it from start to end).
+Meanwhile the main thread keeps polling Kafka, so the consumer stays in its group (no
+max.poll.interval.ms timeout): the next closed batch waits decoded (ready) and the open one goes on
+filling; once that is full too, the assigned partitions are paused (polling goes on, fetching stops)
+and resumed when the writer has taken the ready batch. librdkafka resumes a paused partition from the
+last record handed to the application, and `Batch.add` skips anything already held: nothing is lost
+or read twice.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from analytics_core.bounds import Bounds, describe
 from analytics_core.clients import kafka_consumer, kafka_producer
@@ -28,6 +36,9 @@ from loaders.sinks import CommitBatch, WarehouseSink, open_sink
 
 __all__ = ["LoaderStats", "WarehouseLoader", "loader_group"]
 log = logging.getLogger(__name__)
+# With every batch full (in flight, ready, open), wait this long for the writer before pausing the
+# partitions: a commit usually ends within it, and pausing drops librdkafka's prefetched records.
+FULL_WAIT_S = 1.0
 
 
 def loader_group(settings: Settings) -> str:
@@ -67,6 +78,8 @@ class WarehouseLoader:
         self.committer = BatchCommitter(self.sink, self.consumer, decoder, self.dlq, self.batch)
         self.runner = ConsumerRunner(self.consumer, self.topics.events, self)
         self._last_compaction = time.monotonic()
+        self._paused: list[TopicPartition] = []
+        self.committer.before_reseek = self._resume  # a seek must not meet a paused partition
 
     @property
     def expected(self) -> dict[int, int]:
@@ -109,13 +122,17 @@ class WarehouseLoader:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
-        # Commit what we hold, open batch and batch in flight, before the partitions move.
+        # Commit what we hold, open and ready batches and the batch in flight, before the partitions move.
+        # This waits for the writer (and the writer lock, if dbt holds it): the rebalance waits with it.
         self.committer.flush()
+        self._resume()
 
     def lose(self, partitions: list[TopicPartition]) -> None:
-        # No longer ours: committing the open batch could race the new owner. A commit already in
-        # flight cannot be recalled; fencing refuses whichever of it and the new owner's comes second.
+        # No longer ours: committing the open or the ready batch could race the new owner. A commit already
+        # in flight cannot be recalled; fencing refuses whichever of it and the new owner's comes second.
         self.committer.settle()
+        self.committer.drop_ready({tp.partition for tp in partitions})
+        self._resume()
 
     def forget(self, partitions: set[int]) -> None:
         for part in partitions:
@@ -123,26 +140,61 @@ class WarehouseLoader:
 
     def add(self, records: list[Message]) -> int:
         added = self.batch.add(records, self.committer.position())
-        if self.committer.writer.done():
-            self.committer.settle()  # take a finished commit now: its error surfaces, Kafka offsets move
+        self.committer.advance()  # a finished commit is taken now (its error surfaces), the ready batch goes
+        if self._paused and self.committer.ready is None:
+            self._resume()  # the ready batch went (or was dropped by fencing): room again
         return added
 
     def close_batch(self) -> None:
-        self.committer.close_batch()
+        # Never waits for the writer lock: a commit waiting for it keeps the ready batch waiting, and the
+        # open batch stays open and goes on filling (the runner asks again after the next poll).
+        taken = self.committer.close_batch(wait=False)
+        if not taken and len(self.batch) >= self.batch.max_events and not self._paused:
+            if self.committer.writer.wait_done(FULL_WAIT_S):
+                taken = self.committer.close_batch(wait=False)
+            else:
+                self._pause()
+        if taken:
+            self._resume()
+
+    def _pause(self) -> None:
+        """Stop fetching (polling goes on, so the group keeps this consumer) until the ready batch is taken."""
+        try:
+            self._paused = list(self.consumer.assignment())
+            self.consumer.pause(self._paused)
+        except KafkaException as exc:
+            log.warning("pause: %s", exc)
+            self._paused = []
+            return
+        self.stats.paused += 1
+        log.info("every batch is full while a commit waits (for the writer lock?): fetching paused")
+
+    def _resume(self) -> None:
+        if not self._paused:
+            return
+        paused, self._paused = self._paused, []
+        try:
+            self.consumer.resume(paused)
+        except KafkaException as exc:  # revoked meanwhile: a new assignment starts unpaused
+            log.warning("resume: %s", exc)
 
     def handled(self) -> int:
         return self.stats.loaded + self.committer.in_flight()
 
     def between_batches(self) -> bool:
-        return True  # an open batch is committed by finish() on the way out
+        # An open batch is committed by finish() on the way out; a commit in flight or a ready batch (waiting
+        # for the writer lock, say) is pending work: the idle exit counts from when they are done.
+        return not self.committer.writer.busy() and self.committer.ready is None
 
     def housekeeping(self) -> None:
         every = self.settings.loader_compact_every_s
         if every <= 0 or not self.sink.compacts or time.monotonic() - self._last_compaction < every:
             return
+        if self.committer.writer.busy() or self.committer.ready is not None:
+            return  # a commit in flight would conflict with compaction's transaction: after it, then
         self._last_compaction = time.monotonic()
-        self.committer.settle()  # a commit in flight would conflict with compaction's transaction
-        if self.sink.compact():
+        self.committer.settle()
+        if self.sink.compact():  # skipped when dbt holds the writer lock: the next run merges instead
             self.stats.compactions += 1
 
     def finish(self) -> None:

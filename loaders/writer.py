@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -44,6 +45,16 @@ class BatchWriter:
     def done(self) -> bool:
         """A batch is in flight and its commit has ended, successfully or not."""
         return self._inflight is not None and self._inflight[1].done()
+
+    def busy(self) -> bool:
+        """A batch is in flight and its commit has not ended (it may be waiting for the writer lock)."""
+        return self._inflight is not None and not self._inflight[1].done()
+
+    def wait_done(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the commit in flight to end; True when none is running any more."""
+        if self._inflight is None:
+            return True
+        return bool(wait_futures([self._inflight[1]], timeout=timeout).done)
 
     def submit(self, batch: PendingBatch) -> None:
         if self._inflight is not None:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs one of the long-running services of `make demo` in the background (start) and stops it for
-# `make down` (stop): collector, realtime (consumer), loader (continuous), api, dagster (webserver and
-# daemon, `dagster dev`, whose minute job also loads the warehouse), traffic (live events from the
-# generator into the collector). Each runs in a session of its own, so stop ends it with everything it
-# started: SIGTERM (dagster: SIGINT) to the leader, after 30 s SIGTERM to the group, then SIGKILL.
+# `make down` (stop): collector, realtime (consumer), loader (continuous: Kafka into the warehouse, its
+# commits waiting while a dbt build holds the warehouse's writer lock), api, dagster (webserver and
+# daemon, `dagster dev`: its schedules build the rollups; its minute job loads the warehouse itself
+# only when no loader runs), traffic (live events from the generator into the collector). Each runs
+# in a session of its own, so stop ends it with everything it started: SIGTERM (dagster: SIGINT) to
+# the leader, after 30 s SIGTERM to the group, then SIGKILL.
 # Its pid is in .state/pids/<name>.pid and its log in .state/logs/<name>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."

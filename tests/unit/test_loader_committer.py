@@ -4,6 +4,7 @@ everything read after the batch concerned, and the Kafka positions follow the st
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,4 +145,32 @@ def test_a_fenced_batch_in_flight_drops_what_was_read_after_it_and_reseeks(lake:
     positions = other.execute("SELECT count(DISTINCT _kafka_offset) FROM lake.raw_events").fetchone()
     assert positions == (20,)
     other.close()
+    committer.close()
+
+
+def test_while_a_commit_waits_the_next_batch_waits_decoded_and_reading_goes_on(lake: Settings) -> None:
+    gate = threading.Event()
+
+    def waits_for_the_lock(*args: Any) -> None:
+        assert gate.wait(10)  # as a commit waiting for the writer lock while dbt builds
+        commit_batch(*args)
+
+    committer, consumer, batch = make(lake, waits_for_the_lock)
+    read(batch, committer, 0, 0, 10)
+    assert committer.close_batch(wait=False) and committer.writer.busy()
+    read(batch, committer, 0, 10, 10)
+    assert committer.close_batch(wait=False)  # decoded, waiting as the ready batch: nothing blocked
+    assert committer.ready is not None and len(batch) == 0 and committer.in_flight() == 20
+    read(batch, committer, 0, 20, 10)  # goes on after the ready batch
+    assert not committer.close_batch(wait=False) and len(batch) == 10  # stays open while one is ready
+    committer.advance()
+    assert committer.writer.busy() and committer.ready is not None and rows(committer) == 0
+    gate.set()
+    assert committer.writer.wait_done(10)
+    committer.advance()  # the first result taken, the ready batch submitted
+    assert committer.ready is None and committer.expected[0] == 10
+    assert committer.close_batch(wait=False)
+    committer.flush()
+    assert stored_offsets(lake_con(committer), "lake", TOPIC) == {0: 30} and rows(committer) == 30
+    assert consumer.commits == [{0: 10}, {0: 20}, {0: 30}] and committer.stats.batches == 3
     committer.close()

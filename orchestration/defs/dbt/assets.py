@@ -9,7 +9,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from pydantic import Field
 
 from analytics_core.times import parse_utc
-from orchestration.defs.dbt.project import dbt_project, run_dbt, stream, translator
+from orchestration.defs.dbt.project import dbt_events, dbt_project, translator
 from orchestration.defs.warehouse.resources import WarehouseResource
 
 # dbt's advice: unit tests run in development and CI, not in production builds (and one that reads
@@ -39,4 +39,4 @@ def dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig
 ) -> Iterator[Any]:
     """dbt build of the selected models and their tests, on the warehouse of the settings."""
-    yield from stream(run_dbt(dbt, warehouse.get_settings(), build_args(config.rebuild_from), context))
+    yield from dbt_events(dbt, warehouse.get_settings(), build_args(config.rebuild_from), context)

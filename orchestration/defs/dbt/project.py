@@ -17,7 +17,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from filelock import FileLock
 
 from analytics_core import warehouse
-from analytics_core.dbt import lock_failures, prepare_warehouse, venv_tool
+from analytics_core.dbt import lock_failures, prepare_warehouse, venv_tool, writer_lock
 from analytics_core.settings import Settings
 
 STAGING = "stg_tracking__events"
@@ -88,6 +88,23 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                     os.environ[name] = old
 
 
+def dbt_events(
+    dbt: DbtCliResource,
+    settings: Settings,
+    args: Sequence[str],
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    manifest: Path | None = None,
+) -> Iterator[Any]:
+    """Run `dbt <args>` and yield its Dagster events, holding the warehouse writer lock from start to end.
+
+    The one way the dbt assets and the replay run dbt: the loader's commits wait while the build runs
+    (analytics_core/writer_lock.py), so no model loses its commit to them. The lock is released when the
+    invocation ends, fails, or the step stops iterating; a step process that dies releases it too.
+    """
+    with writer_lock(settings, args, f"dagster run {context.run_id[:8]}: dbt"):
+        yield from stream(run_dbt(dbt, settings, args, context, manifest))
+
+
 def run_dbt(
     dbt: DbtCliResource,
     settings: Settings,
@@ -121,8 +138,9 @@ def stream(invocation: DbtCliInvocation) -> Iterator[Any]:
     """The invocation's Dagster events; its target folder is removed after success (failures keep theirs).
 
     dagster-dbt gives every invocation its own target/<op>-<run>-<id>/ folder: a minute schedule
-    would leave 1,440 of them a day. A model that failed on a SQLite-catalog lock conflict with a
-    loader commit (analytics_core/dbt.py) makes Dagster retry the step: every model can run again.
+    would leave 1,440 of them a day. A model that failed on a SQLite-catalog lock conflict anyway (a
+    writer that does not take the writer lock, analytics_core/dbt.py) makes Dagster retry the step:
+    every model can run again.
     """
     try:
         yield from invocation.stream()

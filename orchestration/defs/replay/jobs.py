@@ -12,7 +12,7 @@ from analytics_core.times import parse_utc
 from loaders.replay import reset_loader
 from orchestration.defs.dbt.assets import build_args
 from orchestration.defs.dbt.jobs import WAREHOUSE_RUN_TAGS
-from orchestration.defs.dbt.project import REBUILD_SELECT, dbt_project, run_dbt, stream
+from orchestration.defs.dbt.project import REBUILD_SELECT, dbt_events, dbt_project
 from orchestration.defs.warehouse.loading import RAW_EVENTS_KEY, load_until_caught_up, raw_events_metadata
 from orchestration.defs.warehouse.resources import WarehouseResource
 
@@ -53,7 +53,7 @@ def rebuild_from_staging(
     """dbt build of staging and the rollups with `rebuild_from`: materialisations and checks as asset events."""
     # Selecting the source too makes the day-reconciliation test (it reads raw_events) run as well.
     args = [*build_args(rebuild_from), "--select", f"{REBUILD_SELECT} source:tracking.raw_events"]
-    yield from stream(run_dbt(dbt, warehouse.get_settings(), args, context, manifest=dbt_project.manifest_path))
+    yield from dbt_events(dbt, warehouse.get_settings(), args, context, manifest=dbt_project.manifest_path)
 
 
 @dg.job(tags=WAREHOUSE_RUN_TAGS)

@@ -9,11 +9,13 @@ from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
+from confluent_kafka import KafkaException
 
 from analytics_core import warehouse
+from analytics_core.clients import kafka_admin
 from analytics_core.settings import Settings
 from loaders.lag import PartitionLag, loader_lag
-from loaders.warehouse_loader import LoaderStats, WarehouseLoader
+from loaders.warehouse_loader import LoaderStats, WarehouseLoader, loader_group
 
 RAW_EVENTS_KEY = dg.AssetKey(["tracking", "raw_events"])  # the key dagster-dbt gives source('tracking', 'raw_events')
 KAFKA_EVENTS_KEY = dg.AssetKey(["kafka", "tracking_events"])
@@ -24,20 +26,46 @@ log = logging.getLogger(__name__)
 def load_until_caught_up(settings: Settings, idle_exit_s: float, max_s: float) -> LoaderStats:
     """Load until every partition is stored up to the high watermark seen at the start.
 
-    Live traffic never lets the loader go idle, so "caught up" is the usual end. Partitions other
-    loaders of the group own are theirs to load: this waits for them too. idle_exit_s, max_s and
-    30 s without any partition bound the rest.
+    When a loader already runs in the group (`analytics loader`, as `make demo` starts one), this only
+    waits for it to get there: joining the group would move its partitions at every run. Otherwise it
+    runs a loader itself; live traffic never lets that loader go idle, so "caught up" is the usual
+    end. Partitions other loaders of the group own are theirs to load: this waits for them too.
+    idle_exit_s, max_s and 30 s without any partition bound the rest. If the group empties while
+    partitions are behind, this runs a loader after all.
     """
     targets = {p.partition: p.high_watermark for p in loader_lag(settings)}
     started = time.monotonic()
-    stats = _run_loader(settings, targets, idle_exit_s, max_s)
+    members = group_members(settings)
+    if members:
+        log.info(
+            "%d loader(s) in group %s: waiting for them to store up to %s", members, loader_group(settings), targets
+        )
+        stats = LoaderStats()
+    else:
+        stats = _run_loader(settings, targets, idle_exit_s, max_s)
     while time.monotonic() - started < max_s:
         behind = [p.partition for p in loader_lag(settings) if max(p.stored_offset, 0) < targets.get(p.partition, 0)]
         if not behind:
             break
+        if not group_members(settings):
+            remaining = max_s - (time.monotonic() - started)
+            stats = _run_loader(settings, targets, idle_exit_s, remaining)
+            continue
         log.info("waiting for other loaders: partitions %s not loaded up to %s yet", behind, targets)
         time.sleep(1.0)
     return stats
+
+
+def group_members(settings: Settings, timeout: float = 10.0) -> int:
+    """Consumers in the loader's group now (0 when the group does not exist or Kafka cannot tell)."""
+    group = loader_group(settings)
+    admin = kafka_admin(settings)
+    try:
+        return len(admin.describe_consumer_groups([group], request_timeout=timeout)[group].result().members)
+    except KafkaException as exc:
+        if "GROUP_ID_NOT_FOUND" not in str(exc):
+            log.warning("describing group %s: %s", group, exc)
+        return 0
 
 
 def _run_loader(settings: Settings, targets: dict[int, int], idle_exit_s: float, max_s: float) -> LoaderStats:
