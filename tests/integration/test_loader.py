@@ -129,11 +129,12 @@ def test_undecodable_record_goes_to_dlq_and_partition_continues(own_topics: Sett
     assert query(settings, "SELECT count(*) FROM {lake}.raw_events")[0][0] == sum(highs.values()) - 2
 
 
-def _reader(settings: Settings, seconds: float, out: Any) -> None:
+def _reader(settings: Settings, seconds: float, out: Any, ready: Any) -> None:
     """Another process: read the lake over and over while the loader commits."""
     counts = []
-    deadline = time.monotonic() + seconds
     con = warehouse.connect(settings, create=False)
+    ready.set()  # attached: the loader may start (a busy machine takes seconds to spawn and import this)
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         counts.append(con.execute(f"SELECT count(*) FROM {settings.warehouse_alias}.raw_events").fetchone()[0])
         time.sleep(0.05)
@@ -145,9 +146,10 @@ def test_loader_commits_while_another_process_reads(own_topics: Settings, tmp_pa
     settings = loader_settings(own_topics, tmp_path, batch=1_000)
     warehouse.connect(settings).close()  # tables exist before the reader attaches
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    reader = ctx.Process(target=_reader, args=(settings, 8.0, out))
+    out, ready = ctx.Queue(), ctx.Event()
+    reader = ctx.Process(target=_reader, args=(settings, 8.0, out, ready))
     reader.start()
+    assert ready.wait(60), "the reader process did not attach the lake within 60 s"
     stats = load_all(settings)
     counts = out.get(timeout=60)
     reader.join(30)
