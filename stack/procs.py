@@ -106,6 +106,10 @@ def spawn(argv: Sequence[str], cwd: Path, log_path: Path, pid_path: Path, marker
     """Start argv detached in its own session, stdout and stderr appended to log_path; record the pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cwd = Path(os.path.realpath(cwd))
+    # stop() ends a child with SIGTERM, which must not be ignored there: an ignored signal stays ignored across
+    # exec (a JVM then never runs its shutdown), and this process may have been started with it ignored, or
+    # have it ignored meanwhile (Dagster points SIGTERM at SIGINT's handler: SIG_IGN under `nohup ... &`).
+    restore_term = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             list(argv),
@@ -115,10 +119,16 @@ def spawn(argv: Sequence[str], cwd: Path, log_path: Path, pid_path: Path, marker
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_default_sigterm if restore_term else None,
         )
     _children[child.pid] = child
     write_record(pid_path, ProcRecord(pid=child.pid, markers=tuple(markers), cwd=str(cwd)))
     return child.pid
+
+
+def _default_sigterm() -> None:
+    """In the child, before exec: SIGTERM's default action (terminate) instead of an inherited SIG_IGN."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
