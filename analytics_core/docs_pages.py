@@ -19,18 +19,23 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
-SWAGGER_UI = Path(__file__).parent / "static" / "vendor" / "swagger-ui"
+VENDOR = Path(__file__).parent / "static" / "vendor"  # what scripts/vendor-assets.sh vendors, one folder a package
+SWAGGER_UI = VENDOR / "swagger-ui"
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
 # Added to FastAPI's defaults: no online-validator badge, an image Swagger UI would load from validator.swagger.io.
 SWAGGER_UI_PARAMETERS: dict[str, Any] = {"validatorUrl": None}
 
 
+def pinned_version(folder: Path) -> str:
+    """A vendored package's version, from the PIN scripts/vendor-assets.sh wrote (`echarts@6.1.0 sha512-...`)."""
+    package = (folder / "PIN").read_text().split()[0]
+    return package.rpartition("@")[2]
+
+
 @cache
 def swagger_ui_version() -> str:
-    """The vendored swagger-ui-dist version, from PIN (`swagger-ui-dist@5.36.0 sha512-...`)."""
-    package = (SWAGGER_UI / "PIN").read_text().split()[0]
-    return package.rpartition("@")[2]
+    return pinned_version(SWAGGER_UI)
 
 
 def install_docs(app: FastAPI) -> FastAPI:

@@ -18,8 +18,10 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
+from analytics_core.docs_pages import VENDOR, pinned_version
+
 WEB = Path(__file__).parent / "web"
-ECHARTS = Path(__file__).resolve().parents[1] / "analytics_core" / "static" / "vendor" / "echarts"
+ECHARTS = VENDOR / "echarts"
 PAGE_PATH = "/"
 WEB_PATH = "/web"
 ECHARTS_PATH = "/web/vendor/echarts"
@@ -33,8 +35,7 @@ CSP = (
 
 @cache
 def echarts_version() -> str:
-    """The vendored echarts version, from PIN (`echarts@6.1.0 sha512-...`)."""
-    return (ECHARTS / "PIN").read_text().split()[0].rpartition("@")[2]
+    return pinned_version(ECHARTS)
 
 
 @cache

@@ -1,11 +1,15 @@
-"""Reading topics back in integration tests."""
+"""Reading topics back in integration tests; the browser the browser tests drive."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from analytics_core.clients import kafka_consumer, redis_client
 from analytics_core.deadletter import DeadLetter
@@ -13,6 +17,9 @@ from analytics_core.registry import TopicSchemaStore
 from analytics_core.serde import EventDeserializer
 from analytics_core.settings import Settings
 from analytics_core.topics import EVENTS_SUBJECT, Topics
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def read_events(
@@ -59,3 +66,20 @@ def forget_redis_keys(settings: Settings, tag: str) -> None:
             conn.delete(*keys)
     finally:
         conn.close()
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (no browser download: scripts/install-system-deps.sh
+    installs it); a module-scoped fixture of each browser test module yields it."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: run scripts/install-system-deps.sh (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

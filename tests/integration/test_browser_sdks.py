@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from starlette.staticfiles import StaticFiles
 
 from analytics_core.settings import Settings
@@ -35,7 +35,7 @@ from collector.main import proxy_options
 from realtime.consumer import RealtimeConsumer
 from tenants import TenantStore, create_tenant_with_keys
 from tests.conftest import delete_topics
-from tests.integration.helpers import read_events
+from tests.integration.helpers import chromium, read_events
 from tests.pipeline_env import isolated
 from tests.servers import serve
 
@@ -150,13 +150,8 @@ def site(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: run scripts/install-system-deps.sh")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def desktop_user_agent(browser: Browser) -> str:

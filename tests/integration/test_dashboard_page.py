@@ -10,7 +10,6 @@ chromium; screenshots go to <state dir>/test-artifacts/dashboard_page/.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -24,13 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 from analytics_core.settings import Settings
 from analytics_core.topics import ensure_topics
 from api.app import create_app as create_api
 from collector.app import create_app as create_collector
 from tests.conftest import delete_topics
+from tests.integration.helpers import chromium
 from tests.integration.test_api_cache_versions import caught_up
 from tests.integration.test_api_dashboards import KEYS, WEEK, check_every_tile, lake  # noqa: F401 (a fixture)
 from tests.pipeline_env import pipeline_env
@@ -69,15 +69,8 @@ def stack(lake: Settings) -> Iterator[Stack]:  # noqa: F811 (the imported fixtur
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: run scripts/install-system-deps.sh")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,19 @@ screenshot of each lands in <state_dir>/test-artifacts/docs_offline/ (.state/ by
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, Response, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Response, Route
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from analytics_core.settings import Settings
 from api.app import create_app as create_api
 from schema_registry import create_app as create_registry
 from tests.integration.conftest import RunningCollector
+from tests.integration.helpers import chromium
 from tests.pipeline_env import isolated
 from tests.servers import serve
 
@@ -39,15 +39,8 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: apt-get install -y chromium (Debian's; run as root)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
