@@ -2,9 +2,8 @@
 
 The lake is bench_query's (ANALYTICS_BENCH_QUERY_DIR keeps it between runs; a lake prepared now gets
 its funnel tables with the rollups, slice by slice); the funnel tables are brought up to date first
-(`dbt run --select +fct_funnel_daily`, timed). A kept lake of more than FIRST_BUILD_MAX events that
-was built before the funnel tables existed is not given them here (one first build over all of it
-needs more memory than this machine has): only the ad-hoc path is timed on it. The API runs as a real
+(`dbt run --select +fct_funnel_daily`, timed; a kept lake built before the funnel tables existed gets
+them whole there, in batches of users past the `funnel_build_batch_events` var). The API runs as a real
 server (`analytics api`) and a keep-alive httpx client asks:
 
 - funnel_defined: the project's `checkout` funnel over 30 days per cohort day, answered from
@@ -54,7 +53,6 @@ from bench.harness import Record, Scale, record
 DEFINED_REPS = 40
 CACHED_REPS = 100
 ADHOC_REPS = 5
-FIRST_BUILD_MAX = 20_000_000  # events a first build of the funnel tables may read at once here
 SPAN = timedelta(days=30)
 ADHOC = {"steps": [{"event_type": t} for t in ("page_view", "add_to_cart", "checkout")], "window": "1d"}
 
@@ -66,18 +64,6 @@ def _post(client: httpx.Client, body: dict[str, Any]) -> tuple[float, dict[str, 
 def _range(end: datetime, k: int) -> tuple[datetime, datetime]:
     last = end - timedelta(days=k)
     return last - SPAN, last
-
-
-def _has_funnel_table(settings: Settings) -> bool:
-    con = warehouse.connect(settings, read_only=True)
-    try:
-        found = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'fct_funnel_daily'",
-            [settings.warehouse_alias],
-        ).fetchone()
-    finally:
-        con.close()
-    return bool(found and found[0])
 
 
 def _build_funnel_tables(settings: Settings, directory: Path) -> float:
@@ -99,16 +85,8 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         directory = lake_directory(stack)
         bench = lake_settings(settings, directory, f"bench.funnels.{stamp}.")
         data_end = prepare_lake(bench, directory, n, USERS[scale])
-        # A lake built before the funnel tables existed gets them in one first build, which holds a
-        # year of events at once: too much memory past FIRST_BUILD_MAX events (a lake prepared now
-        # builds them slice by slice with the rollups). Without the table only the ad-hoc path is timed.
-        built = None
-        if _has_funnel_table(bench) or n <= FIRST_BUILD_MAX:
-            built = _build_funnel_tables(bench, directory)
-            print(f"funnel bench: dbt run --select +fct_funnel_daily on {n:,} events: {built:.0f} s", flush=True)
-        else:
-            print(f"funnel bench: no fct_funnel_daily in {directory} and {n:,} events is too many to build it at"
-                  " once here; timing the ad-hoc path only", flush=True)  # fmt: skip
+        built = _build_funnel_tables(bench, directory)
+        print(f"funnel bench: dbt run --select +fct_funnel_daily on {n:,} events: {built:.0f} s", flush=True)
         end = data_end - timedelta(days=1)  # whole UTC days, every window closed
         try:
             api, url = start_api(bench, directory)
@@ -116,7 +94,7 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
                 api,
                 httpx.Client(base_url=url, headers={"Authorization": f"Bearer {READ_KEY}"}, timeout=600) as client,
             ):
-                defined, cached = _defined(client, end) if built is not None else ([], [])
+                defined, cached = _defined(client, end)
                 adhoc_api, adhoc_sql = _adhoc(bench, client, end)
         finally:
             delete_redis_keys(bench, f"{bench.redis_key_prefix}*")
@@ -128,17 +106,16 @@ def run(settings: Settings, scale: Scale) -> list[Record]:
         record("funnel_adhoc_api_median", api_ms, "ms", baseline="funnel_adhoc_sql_median"),
         record("funnel_adhoc_overhead", api_ms / sql_ms, "x", target="<= 1.2"),
     ]
-    if built is not None:
-        print(
-            f"funnel_defined: p50 {percentile(defined, 50) * 1000:.1f} ms, p95 {percentile(defined, 95) * 1000:.1f} ms;"
-            f" cached p95 {percentile(cached, 95) * 1000:.1f} ms"
-        )
-        records += [
-            record("funnel_defined_median", statistics.median(defined) * 1000, "ms"),
-            record("funnel_defined_p95", percentile(defined, 95) * 1000, "ms", target="<= 50"),
-            record("funnel_defined_cached_p95", percentile(cached, 95) * 1000, "ms"),
-            record("funnel_tables_run", built, "s"),  # whole on a new lake, else what changed since
-        ]
+    print(
+        f"funnel_defined: p50 {percentile(defined, 50) * 1000:.1f} ms, p95 {percentile(defined, 95) * 1000:.1f} ms;"
+        f" cached p95 {percentile(cached, 95) * 1000:.1f} ms"
+    )
+    records += [
+        record("funnel_defined_median", statistics.median(defined) * 1000, "ms"),
+        record("funnel_defined_p95", percentile(defined, 95) * 1000, "ms", target="<= 50"),
+        record("funnel_defined_cached_p95", percentile(cached, 95) * 1000, "ms"),
+        record("funnel_tables_run", built, "s"),  # whole on a new lake, else what changed since
+    ]
     return records
 
 

@@ -320,3 +320,143 @@
     {%- endif -%}
     delete from {{ this }} where {{ parts | join(' or ') if parts else 'true' }}
 {% endmacro %}
+
+{#-
+    One funnel's rows of fct_funnel_entries, in the table's column order, over `events` (a relation
+    or parenthesised subquery: funnel_entry_events, or one batch of users) from the first time the
+    plan reads (funnel_entry_start).
+-#}
+{% macro funnel_entry_select(key, funnel, events, plan) -%}
+    {%- set dialect = funnel_dialect() -%}
+    {%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal -%}
+    {%- set timestamp_type = 'timestamptz' if target.type == 'duckdb' else 'timestamp' -%}
+    {%- set max_steps = 10 -%}
+    {%- set n = funnel['steps'] | length -%}
+    {%- set carried = (funnel.get('breakdowns') or []) | list -%}
+    select
+        entry_rows.tenant_id,
+        '{{ key }}' as funnel_key,
+        entry_rows.cohort_day,
+        entry_rows.user_key,
+        {%- for dimension in ['country', 'device', 'page', 'library'] %}
+            {% if dimension in carried -%}
+                cast(entry_rows.{{ dimension }} as {{ dbt.type_string() }})
+            {%- else -%}
+                cast(null as {{ dbt.type_string() }})
+            {%- endif %} as {{ dimension }},
+        {%- endfor %}
+        entry_rows.depth,
+        {%- for k in range(1, max_steps + 1) %}
+            {% if k <= n -%}
+                {{ funnel_timestamp_of_us('entry_rows.t_' ~ k, dialect) }}
+            {%- else -%}
+                cast(null as {{ timestamp_type }})
+            {%- endif %} as step_{{ k }}_at,
+        {%- endfor %}
+        entry_rows.is_excluded as excluded,
+        {{ funnel_timestamp_of_us('entry_rows.open_until', dialect) }} as pending_until,
+        {{ n }} as steps,
+        '{{ funnel_hash(funnel) }}' as definition_hash,
+        {{ run_timestamp() }} as _built_at
+    from (
+        with
+        {{ funnel_entry_ctes(
+            events,
+            funnel,
+            funnel_entry_start(plan),
+            utc_timestamp('9999-01-01 00:00:00+00:00'),
+            run_timestamp(),
+            bind,
+            dialect=dialect,
+            breakdowns=carried,
+        ) }}
+
+        select * from funnel_entry_rows
+    ) as entry_rows
+{%- endmacro %}
+
+{#-
+    Whole builds in batches. A funnel built whole (funnel_entry_plans: none) reads every staged event
+    of its types, and the engine's window functions hold them at once: at 100M events that is more
+    memory than a 24 GB machine has. When the relevant events outnumber the `funnel_build_batch_events`
+    var, fct_funnel_entries' pre-hook computes the funnel in batches of users instead (a user's
+    entries depend on that user's events only, so the batches' rows are the whole build's), each
+    batch one statement into a scratch table that the model then reads; its post-hook drops it.
+    Per funnel key built that way, the number of batches.
+-#}
+{% macro funnel_entry_batch_counts(funnels, plans) %}
+    {%- set out = {} -%}
+    {%- set whole = [] -%}
+    {%- for key in funnels | sort if plans[key] is none -%}{%- do whole.append(key) -%}{%- endfor -%}
+    {#- Not running, or nothing staged yet to count (a first compile: sqlfluff, dbt compile). -#}
+    {%- if not (execute and whole) or load_relation(ref('stg_tracking__events')) is none -%}{{ return(out) }}{%- endif -%}
+    {%- set size = var('funnel_build_batch_events', 10000000) | int -%}
+    {%- if size < 1 -%}
+        {{ exceptions.raise_compiler_error("funnel_build_batch_events must be a positive number of events, not " ~ size) }}
+    {%- endif -%}
+    {%- for key in whole -%}
+        {%- set row = funnel_first_row(
+            'select count(*) from ' ~ ref('stg_tracking__events') ~ ' where ' ~ funnel_relevant_events(funnels[key])
+        ) -%}
+        {%- set relevant = 0 if row is none or row[0] is none else row[0] | int -%}
+        {%- if relevant > size -%}
+            {%- do out.update({key: (relevant + size - 1) // size}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(out) }}
+{% endmacro %}
+
+{#- The batches' scratch table: a temporary table of the run's connection on DuckDB (nothing written
+    to the lake), a table beside fct_funnel_entries on BigQuery. -#}
+{% macro funnel_batch_relation() -%}
+    {%- if target.type == 'duckdb' -%}
+        temp.main.{{ this.identifier }}__batches
+    {%- else -%}
+        {{ api.Relation.create(database=this.database, schema=this.schema, identifier=this.identifier ~ '__batches') }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Batch `i` of `n` of the staged events: the users whose key hashes to i. -#}
+{% macro funnel_batch_events(i, n) -%}
+    {%- if target.type == 'duckdb' -%}
+        {%- set bucket = 'hash(user_key) % ' ~ n -%}
+    {%- else -%}
+        {%- set bucket = 'abs(mod(farm_fingerprint(user_key), ' ~ n ~ '))' -%}
+    {%- endif -%}
+    (select * from {{ ref('stg_tracking__events') }} where {{ bucket }} = {{ i }})
+{%- endmacro %}
+
+{#- fct_funnel_entries' first pre-hook: the whole builds of funnel_entry_batch_counts, batch by batch,
+    into funnel_batch_relation, each batch logged as it is done. -#}
+{% macro build_funnel_entry_batches() %}
+    {%- if not execute -%}{{ return('') }}{%- endif -%}
+    {%- set funnels = funnel_definitions() -%}
+    {%- set counts = funnel_entry_batch_counts(funnels, funnel_entry_plans(funnels)) -%}
+    {%- if not counts -%}{{ return('') }}{%- endif -%}
+    {%- set relation = funnel_batch_relation() -%}
+    {%- do run_query('drop table if exists ' ~ relation) -%}
+    {%- set state = {'created': false} -%}
+    {%- for key in counts | sort -%}
+        {%- set n = counts[key] -%}
+        {%- for i in range(n) -%}
+            {%- set started = modules.datetime.datetime.now() -%}
+            {%- set rows = funnel_entry_select(key, funnels[key], funnel_batch_events(i, n), none) -%}
+            {%- if state.created -%}
+                {%- do run_query('insert into ' ~ relation ~ ' ' ~ rows) -%}
+            {%- else -%}
+                {%- do run_query('create ' ~ ('temp ' if target.type == 'duckdb' else '') ~ 'table ' ~ relation ~ ' as ' ~ rows) -%}
+                {%- do state.update({'created': true}) -%}
+            {%- endif -%}
+            {%- set seconds = (modules.datetime.datetime.now() - started).total_seconds() -%}
+            {{ log('fct_funnel_entries: funnel ' ~ key ~ ' built whole in ' ~ n ~ ' batches of users, batch '
+                ~ (i + 1) ~ ' of ' ~ n ~ ' done in ' ~ '%.1f' | format(seconds) ~ ' s', info=True) }}
+        {%- endfor -%}
+    {%- endfor -%}
+    {{ return('') }}
+{% endmacro %}
+
+{#- fct_funnel_entries' post-hook: the batches' scratch table goes (if a run made one). -#}
+{% macro drop_funnel_entry_batches() %}
+    {%- if not execute -%}{{ return('') }}{%- endif -%}
+    drop table if exists {{ funnel_batch_relation() }}
+{% endmacro %}

@@ -39,6 +39,7 @@ FUNNEL = get_definitions().funnels["checkout"]
 STEPS = [s.event_type for s in FUNNEL.steps]
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 MAX_STEPS = 10
+BATCH_EVENTS = 400  # funnel_build_batch_events for the module's first build
 
 
 def generated(seed: int = 3) -> list[dict[str, Any]]:
@@ -71,7 +72,9 @@ def built(
     settings = lake_settings(stack_settings, folder, "funnels")
     events = generated()
     write_raw(settings, events)
-    run_dbt(
+    # The first build runs in batches of users (as a whole build over more than 10M events does), so
+    # every comparison below covers the batched build; the incremental test covers the unbatched one.
+    done = run_dbt(
         settings,
         "build",
         "--select",
@@ -82,7 +85,14 @@ def built(
         "cautious",
         "--exclude-resource-type",
         "unit_test",
+        "--vars",
+        json.dumps({"funnel_build_batch_events": BATCH_EVENTS}),
     )
+    relevant = sum(1 for e in events if not e["is_bot"] and e["event_type"] in STEPS)
+    batches = -(-relevant // BATCH_EVENTS)
+    assert batches >= 3
+    for i in range(1, batches + 1):
+        assert f"funnel checkout built whole in {batches} batches of users, batch {i} of {batches} done" in done.stdout
     yield settings, events
 
 

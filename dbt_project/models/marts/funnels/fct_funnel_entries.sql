@@ -11,20 +11,21 @@
 -- such event - window), deleting their entries from that day (macros/funnel_tables.sql,
 -- funnel_entry_plans); a new or changed funnel (`definition_hash`) is built whole, and with
 -- `rebuild_from` every user is recomputed from the day of (rebuild_from - window).
+-- A whole build over more relevant events than the `funnel_build_batch_events` var is computed in
+-- batches of users by the pre-hook (build_funnel_entry_batches), each batch one statement, so its
+-- memory stays that of one batch; the model then reads the batches' table.
 {{ config(
     materialized='incremental',
     incremental_strategy=staging_strategy(),
     unique_key=['tenant_id', 'funnel_key', 'user_key', 'cohort_day'],
     tags=['hourly'],
-    pre_hook="{{ delete_funnel_entries() }}",
+    pre_hook=["{{ build_funnel_entry_batches() }}", "{{ delete_funnel_entries() }}"],
+    post_hook="{{ drop_funnel_entry_batches() }}",
 ) }}
 
 {%- set funnels = funnel_definitions() %}
 {%- set plans = funnel_entry_plans(funnels) %}
-{%- set dialect = funnel_dialect() %}
-{%- set bind = funnel_duckdb_literal if target.type == 'duckdb' else funnel_bigquery_literal %}
-{%- set timestamp_type = 'timestamptz' if target.type == 'duckdb' else 'timestamp' %}
-{%- set max_steps = 10 %}
+{%- set batched = funnel_entry_batch_counts(funnels, plans) %}
 {%- set parts = [] %}
 {%- for key in funnels | sort if funnel_plan_has_work(plans[key]) %}
     {%- set events = funnel_entry_events(funnels[key], plans[key]) %}
@@ -39,48 +40,11 @@
 
 {% if parts %}
     {% for part in parts %}
-        {%- set n = part.funnel['steps'] | length %}
-        {%- set carried = (part.funnel.get('breakdowns') or []) | list %}
-        select
-            entry_rows.tenant_id,
-            '{{ part.key }}' as funnel_key,
-            entry_rows.cohort_day,
-            entry_rows.user_key,
-            {%- for dimension in ['country', 'device', 'page', 'library'] %}
-                {% if dimension in carried -%}
-                    cast(entry_rows.{{ dimension }} as {{ dbt.type_string() }})
-                {%- else -%}
-                    cast(null as {{ dbt.type_string() }})
-                {%- endif %} as {{ dimension }},
-            {%- endfor %}
-            entry_rows.depth,
-            {%- for k in range(1, max_steps + 1) %}
-                {% if k <= n -%}
-                    {{ funnel_timestamp_of_us('entry_rows.t_' ~ k, dialect) }}
-                {%- else -%}
-                    cast(null as {{ timestamp_type }})
-                {%- endif %} as step_{{ k }}_at,
-            {%- endfor %}
-            entry_rows.is_excluded as excluded,
-            {{ funnel_timestamp_of_us('entry_rows.open_until', dialect) }} as pending_until,
-            {{ n }} as steps,
-            '{{ funnel_hash(part.funnel) }}' as definition_hash,
-            {{ run_timestamp() }} as _built_at
-        from (
-            with
-            {{ funnel_entry_ctes(
-                part.events,
-                part.funnel,
-                funnel_entry_start(plans[part.key]),
-                utc_timestamp('9999-01-01 00:00:00+00:00'),
-                run_timestamp(),
-                bind,
-                dialect=dialect,
-                breakdowns=carried,
-            ) }}
-
-            select * from funnel_entry_rows
-        ) as entry_rows
+        {%- if part.key in batched %}
+            select * from {{ funnel_batch_relation() }} where funnel_key = '{{ part.key }}'
+        {%- else %}
+            {{ funnel_entry_select(part.key, part.funnel, part.events, plans[part.key]) }}
+        {%- endif %}
         {% if not loop.last %}union all{% endif %}
     {% endfor %}
 {% else %}
