@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# The suite's modules run on this many pytest-xdist workers (a module stays on one: its fixtures build once).
+TEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help venv system-deps stack down demo test test-fast lint bench clean stats-bundle
 
@@ -99,10 +102,10 @@ stats-bundle: venv
 	$(BIN)/python -m analytics_core.stats.bundle
 
 test: venv system-deps lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: venv system-deps
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS)
 
 bench: stack
 	$(BIN)/python -m bench

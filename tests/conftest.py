@@ -12,10 +12,55 @@ from analytics_core.clients import kafka_admin, redis_client
 from analytics_core.settings import Settings, get_settings
 from analytics_core.topics import Topics, ensure_topics
 
+_STARTED_STACK = pytest.StashKey[bool]()  # the controller started the stack (and stops it)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers (`pytest -n N`), rather than running them."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist the workers share one stack: the controller starts it (when not running) before any worker
+    asks, so two workers never race to start it, and stops it after the last one is done."""
+    if _is_xdist_controller(session.config):
+        from stack import manager
+
+        settings = get_settings()
+        if not manager.is_healthy(settings):
+            manager.up(settings)
+            session.config.stash[_STARTED_STACK] = True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.stash.get(_STARTED_STACK, False):
+        from stack import manager
+
+        manager.down(get_settings())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each schemathesis operation's test its own node id: schemathesis names them
+    `test_x[POST /v1/batch]` but leaves all of them the bare function's node id, and pytest-xdist
+    schedules by node id, so it would run one operation of the document and drop the others (the fuzz
+    modules' `test_the_fuzzer_reached_*` fail if that happens again)."""
+    for item in items:
+        original = getattr(item, "originalname", None)
+        if not (isinstance(item, pytest.Function) and original and item.nodeid.endswith("::" + original)):
+            continue
+        suffix = item.name[len(original) :]
+        if suffix:
+            # Node ids have no public setter: pytest 9 keeps a parsed NodeId in `_id`, earlier ones a string.
+            if hasattr(item, "_id"):
+                item._id = type(item._id).parse(item.nodeid + suffix)
+            else:
+                item._nodeid = item.nodeid + suffix
+
 
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
-    """Settings of a healthy local stack; started here when not running, and stopped again after."""
+    """Settings of a healthy local stack; started here when not running, and stopped again after (under
+    xdist the controller has started it: pytest_sessionstart)."""
     from stack import manager
 
     settings = get_settings()
