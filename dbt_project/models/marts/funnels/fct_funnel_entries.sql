@@ -12,8 +12,8 @@
 -- funnel_entry_plans); a new or changed funnel (`definition_hash`) is built whole, and with
 -- `rebuild_from` every user is recomputed from the day of (rebuild_from - window).
 -- A whole build over more relevant events than the `funnel_build_batch_events` var is computed in
--- batches of users by the pre-hook (build_funnel_entry_batches), each batch one statement, so its
--- memory stays that of one batch; the model then reads the batches' table.
+-- batches of users by the pre-hook (build_funnel_entry_batches), each batch one statement, so the
+-- engine holds one batch's events at a time; the model then reads the batches' table.
 {{ config(
     materialized='incremental',
     incremental_strategy=staging_strategy(),
