@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import base64
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import schemathesis
+from fastapi import FastAPI
 from schemathesis import Case
 from schemathesis.core.transport import Response
 from schemathesis.schemas import BaseSchema
 
 from analytics_core.clients import redis_client
 from analytics_core.settings import Settings
+from tests.integration.hardening import serve_like_production
 
 # A fixed seed plus `deterministic` (Hypothesis' derandomize): the same requests each run.
 SEED = 17
@@ -111,6 +116,18 @@ def fuzz_schema(
         outcomes.record(case, response)
 
     return schema
+
+
+@contextmanager
+def serving_the_fuzzed_document(
+    app: FastAPI, settings: Settings, document: dict[str, Any], service: str
+) -> Iterator[Target]:
+    """`app` served as its CLI serves it; the test fails unless it serves `document`, the one being fuzzed."""
+    with serve_like_production(app, settings) as url:
+        problem = served_document_problem(url, document)
+        if problem:
+            pytest.fail(f"the {service} does not serve the document being fuzzed: {problem}")
+        yield Target(url, settings)
 
 
 def served_document_problem(base_url: str, document: dict[str, Any]) -> str | None:

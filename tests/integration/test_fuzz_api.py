@@ -26,9 +26,8 @@ from analytics_core import warehouse
 from analytics_core.settings import Settings, get_settings
 from api.main import served_app
 from tenants import TenantStore, create_tenant_with_keys
-from tests.fuzz_helpers import Outcomes, Target, delete_redis_keys, fuzz_schema, served_document_problem
+from tests.fuzz_helpers import Outcomes, Target, delete_redis_keys, fuzz_schema, serving_the_fuzzed_document
 from tests.integration.dbt_runs import run_dbt
-from tests.integration.hardening import serve_like_production
 from tests.integration.query_lake import insert_block
 
 pytestmark = pytest.mark.integration
@@ -213,11 +212,8 @@ def fuzzed_api(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactor
     run_dbt(settings, "build", "--exclude-resource-type", "unit_test")
     create_tenant_with_keys(TenantStore(settings.tenants_db), TENANT, f"wk_fuzz_{TAG}", READ_KEY)
     try:
-        with serve_like_production(served_app(settings), settings) as url:
-            problem = served_document_problem(url, DOCUMENT)
-            if problem:
-                pytest.fail(f"the API does not serve the document being fuzzed: {problem}")
-            yield Target(url, settings)
+        with serving_the_fuzzed_document(served_app(settings), settings, DOCUMENT, "API") as target:
+            yield target
     finally:
         delete_redis_keys(settings, f"{settings.redis_key_prefix}*")  # cached answers under this module's prefix
 

@@ -25,8 +25,14 @@ from collector import state as collector_state
 from collector.app import create_app
 from tenants import TenantStore, create_tenant_with_keys
 from tests.conftest import delete_topics
-from tests.fuzz_helpers import Outcomes, Target, basic_auth, delete_redis_keys, fuzz_schema, served_document_problem
-from tests.integration.hardening import serve_like_production
+from tests.fuzz_helpers import (
+    Outcomes,
+    Target,
+    basic_auth,
+    delete_redis_keys,
+    fuzz_schema,
+    serving_the_fuzzed_document,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +63,8 @@ def fuzzed_collector(kafka_settings: Settings, tmp_path_factory: pytest.TempPath
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(collector_state, "COLLECTOR_LINGER_MS", 0)
         try:
-            with serve_like_production(create_app(settings), settings) as url:
-                problem = served_document_problem(url, DOCUMENT)
-                if problem:
-                    pytest.fail(f"the collector does not serve the document being fuzzed: {problem}")
-                yield Target(url, settings)
+            with serving_the_fuzzed_document(create_app(settings), settings, DOCUMENT, "collector") as target:
+                yield target
         finally:
             delete_topics(settings)
             delete_redis_keys(settings, f"*{{{TENANT}}}*")  # the tenant's dedupe sets and rate-limit buckets
