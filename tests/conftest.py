@@ -20,16 +20,21 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
 
 
+def _start_stack_unless_healthy(settings: Settings) -> bool:
+    """Start the stack when it is not running and healthy; whether it was started here (and so is to be stopped)."""
+    from stack import manager
+
+    if manager.is_healthy(settings):
+        return False
+    manager.up(settings)
+    return True
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Under xdist the workers share one stack: the controller starts it (when not running) before any worker
     asks, so two workers never race to start it, and stops it after the last one is done."""
     if _is_xdist_controller(session.config):
-        from stack import manager
-
-        settings = get_settings()
-        if not manager.is_healthy(settings):
-            manager.up(settings)
-            session.config.stash[_STARTED_STACK] = True
+        session.config.stash[_STARTED_STACK] = _start_stack_unless_healthy(get_settings())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -64,10 +69,7 @@ def stack_settings() -> Iterator[Settings]:
     from stack import manager
 
     settings = get_settings()
-    started = False
-    if not manager.is_healthy(settings):
-        manager.up(settings)
-        started = True
+    started = _start_stack_unless_healthy(settings)
     yield settings
     if started:
         manager.down(settings)
