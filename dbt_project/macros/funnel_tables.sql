@@ -435,17 +435,16 @@
     {%- if not counts -%}{{ return('') }}{%- endif -%}
     {%- set relation = funnel_batch_relation() -%}
     {%- do run_query('drop table if exists ' ~ relation) -%}
-    {%- set state = {'created': false} -%}
     {%- for key in counts | sort -%}
+        {%- set first_funnel = loop.first -%}
         {%- set n = counts[key] -%}
         {%- for i in range(n) -%}
             {%- set started = modules.datetime.datetime.now() -%}
             {%- set rows = funnel_entry_select(key, funnels[key], funnel_batch_events(i, n), none) -%}
-            {%- if state.created -%}
-                {%- do run_query('insert into ' ~ relation ~ ' ' ~ rows) -%}
-            {%- else -%}
+            {%- if first_funnel and loop.first -%}
                 {%- do run_query('create ' ~ ('temp ' if target.type == 'duckdb' else '') ~ 'table ' ~ relation ~ ' as ' ~ rows) -%}
-                {%- do state.update({'created': true}) -%}
+            {%- else -%}
+                {%- do run_query('insert into ' ~ relation ~ ' ' ~ rows) -%}
             {%- endif -%}
             {%- set seconds = (modules.datetime.datetime.now() - started).total_seconds() -%}
             {{ log('fct_funnel_entries: funnel ' ~ key ~ ' built whole in ' ~ n ~ ' batches of users, batch '
